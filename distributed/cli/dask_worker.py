@@ -1,0 +1,436 @@
+"""``dask-worker``: run one or more workers until Ctrl-C (SIGINT) or SIGTERM.
+
+    $ dask-worker tcp://127.0.0.1:8786 --nthreads 2
+    $ dask-worker --scheduler-file scheduler.json --nprocs 4 --name big
+
+With ``--nprocs N`` (N > 1) each worker runs in its own child process
+(multiprocessing, 'spawn' context); the parent forwards SIGINT/SIGTERM to
+them and exits once they all have.  A worker whose scheduler is not there yet
+keeps retrying for ``--death-timeout`` seconds (60 by default), then exits
+with code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from distributed.cli.utils import (
+    SHUTDOWN_SIGNALS,
+    ShutdownSignals,
+    close_within,
+    duration_arg,
+    run,
+    setup_logging,
+    version_string,
+)
+
+if TYPE_CHECKING:
+    from distributed.worker.server import Worker
+
+__all__ = ["main", "make_parser", "parse_resources"]
+
+PROG = "dask-worker"
+
+# The name upstream's worker logs under, so our lines read the same.
+logger = logging.getLogger("distributed.worker")
+
+#: Default for --death-timeout: how long to keep trying to reach the scheduler.
+DEFAULT_DEATH_TIMEOUT = 60.0
+#: Seconds a clean close may take before we exit anyway.
+CLOSE_TIMEOUT = 20.0
+#: Seconds children get to exit after a forwarded signal before being killed.
+CHILD_GRACE = CLOSE_TIMEOUT + 10.0
+#: How often to look for the scheduler file / check the parent is alive.
+POLL_INTERVAL = 0.1
+
+
+# ------------------------------------------------------------------ options
+
+
+def parse_resources(text: str) -> dict[str, float]:
+    """``"GPU=2 MEM=10e9"`` (spaces or commas) -> ``{"GPU": 2.0, "MEM": 1e10}``.
+
+    >>> parse_resources("GPU=2, MEM=10e9")
+    {'GPU': 2.0, 'MEM': 10000000000.0}
+    """
+    resources: dict[str, float] = {}
+    for item in text.replace(",", " ").split():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"{item!r} is not of the form NAME=NUMBER")
+        try:
+            resources[name] = float(value)
+        except ValueError:
+            raise ValueError(f"{item!r}: {value!r} is not a number") from None
+    return resources
+
+
+def _resources_arg(text: str) -> dict[str, float]:
+    try:
+        return parse_resources(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f'{e} (expected e.g. "GPU=2 MEM=10e9")'
+        ) from None
+
+
+def _memory_limit_arg(text: str) -> str:
+    """Check the value now, so a typo is a usage error rather than a crash
+    in every worker process; the Worker parses it again itself."""
+    from distributed.worker.server import parse_memory_limit
+
+    if text != "auto":
+        try:
+            if parse_memory_limit(text, 1) < 0:
+                raise ValueError("negative")
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not 'auto', a size like '4GB', a fraction "
+                "like 0.5, or 0 for no limit"
+            ) from None
+    return text
+
+
+def _positive_int_arg(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
+def _port_arg(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not in 0..65535")
+    return port
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The command-line options of ``dask-worker``."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Start dask.distributed worker(s) connected to a scheduler "
+        "and run them until interrupted (Ctrl-C or SIGTERM).",
+    )
+    p.add_argument(
+        "scheduler_address",
+        nargs="?",
+        metavar="SCHEDULER_ADDRESS",
+        help="e.g. tcp://127.0.0.1:8786 (or use --scheduler-file)",
+    )
+    p.add_argument(
+        "--nthreads",
+        "--ncores",
+        dest="nthreads",
+        type=_positive_int_arg,
+        metavar="N",
+        help="threads per worker (default: CPUs / nprocs)",
+    )
+    p.add_argument(
+        "--nprocs",
+        "--nworkers",
+        dest="nprocs",
+        type=_positive_int_arg,
+        default=1,
+        metavar="N",
+        help="number of worker processes (default: %(default)s)",
+    )
+    p.add_argument(
+        "--nanny",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="supervise workers with a nanny (not available yet: workers run "
+        "without one either way)",
+    )
+    p.add_argument(
+        "--memory-limit",
+        type=_memory_limit_arg,
+        default="auto",
+        metavar="LIMIT",
+        help="per-worker memory: 'auto' (system memory shared among "
+        "processes), a size such as 4GB, a fraction such as 0.5, or 0 for "
+        "no limit (default: %(default)s)",
+    )
+    p.add_argument(
+        "--name",
+        help="worker name; with --nprocs N the workers are NAME-0, NAME-1, ...",
+    )
+    p.add_argument(
+        "--host",
+        help="interface to listen on (default: the one that reaches the scheduler)",
+    )
+    p.add_argument(
+        "--worker-port",
+        type=_port_arg,
+        default=0,
+        metavar="PORT",
+        help="port to listen on (default: any free port; must be 0 with --nprocs > 1)",
+    )
+    p.add_argument(
+        "--resources",
+        type=_resources_arg,
+        default={},
+        metavar="SPEC",
+        help='abstract resources, e.g. "GPU=2 MEM=10e9"',
+    )
+    p.add_argument(
+        "--scheduler-file",
+        metavar="FILE",
+        help="read the scheduler's address from FILE (written by "
+        "'dask-scheduler --scheduler-file'), waiting for it to appear",
+    )
+    p.add_argument(
+        "--local-directory",
+        metavar="DIR",
+        help="directory for the workers' scratch files",
+    )
+    p.add_argument(
+        "--death-timeout",
+        type=duration_arg,
+        default=DEFAULT_DEATH_TIMEOUT,
+        metavar="SECONDS",
+        help="give up if the scheduler cannot be reached within this long "
+        "(default: %(default)s)",
+    )
+    p.add_argument("--version", action="version", version=version_string(PROG))
+    return p
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Cross-option checks argparse cannot express; errors exit with 2."""
+    if args.scheduler_address is None and args.scheduler_file is None:
+        parser.error("a SCHEDULER_ADDRESS or --scheduler-file is required")
+    if args.scheduler_address is not None and args.scheduler_file is not None:
+        parser.error("give a SCHEDULER_ADDRESS or --scheduler-file, not both")
+    if args.scheduler_address is not None:
+        from distributed.comm import normalize_address
+
+        try:
+            normalize_address(args.scheduler_address)
+        except (TypeError, ValueError) as e:
+            parser.error(str(e))
+    if args.nprocs > 1 and args.worker_port != 0:
+        parser.error("--worker-port must be 0 (any free port) with --nprocs > 1")
+
+
+def _worker_options(args: argparse.Namespace, index: int | None) -> dict[str, Any]:
+    """Plain (picklable) settings for one worker; ``index`` numbers it
+    among ``--nprocs`` workers."""
+    nthreads = args.nthreads or max(1, (os.cpu_count() or 1) // args.nprocs)
+    name = args.name
+    if name is not None and index is not None:
+        name = f"{name}-{index}"
+    return {
+        "scheduler_address": args.scheduler_address,
+        "scheduler_file": args.scheduler_file,
+        "death_timeout": args.death_timeout,
+        "worker": {
+            "nthreads": nthreads,
+            "name": name,
+            "memory_limit": args.memory_limit,
+            "resources": args.resources,
+            "host": args.host,
+            "port": args.worker_port,
+            "local_directory": args.local_directory,
+        },
+    }
+
+
+# ------------------------------------------------------------------ one worker
+
+
+class _StartError(Exception):
+    """The worker could not start; the message says why, for the user."""
+
+
+async def _read_scheduler_file(path: str, deadline: float) -> str:
+    """The address in ``path``, waiting (until ``deadline``) for it to exist.
+
+    The scheduler may still be writing the file, so unreadable JSON is
+    retried rather than reported.
+    """
+    logged = False
+    while True:
+        try:
+            with open(path) as f:
+                return json.load(f)["address"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            if time.monotonic() >= deadline:
+                raise _StartError(
+                    f"Timed out waiting for scheduler file {path!r} ({e})"
+                ) from None
+            if not logged:
+                logger.info("Waiting for scheduler file %s", path)
+                logged = True
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def _parent_gone(parent_pid: int) -> None:
+    """Return once the parent process has died (we were re-parented)."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(1)
+    logger.warning("Parent process %d is gone; closing", parent_pid)
+
+
+async def _start_worker(options: dict[str, Any], deadline: float) -> Worker:
+    """Create and start a Worker; raise ``_StartError`` if it cannot listen
+    or cannot reach the scheduler before ``deadline``."""
+    from distributed.worker.server import Worker
+
+    address = options["scheduler_address"]
+    if address is None:
+        address = await _read_scheduler_file(options["scheduler_file"], deadline)
+    # Whatever time finding the file took comes out of the death timeout.
+    remaining = max(deadline - time.monotonic(), 0.5)
+    worker = Worker(address, death_timeout=remaining, **options["worker"])
+    logger.info("Waiting to connect to: %s", worker.scheduler_address)
+    try:
+        await worker.start()
+    except OSError as e:
+        if worker.listener is None:  # failed before listening, e.g. port in use
+            opts = options["worker"]
+            raise _StartError(
+                f"Could not listen on {opts['host'] or 'default host'}:"
+                f"{opts['port']}: {e}"
+            ) from e
+        # The core's message nests the socket error; users get one plain
+        # sentence, the details stay available at DEBUG level.
+        logger.debug("connecting to the scheduler failed: %s", e)
+        raise _StartError(
+            f"Timed out connecting to scheduler at {worker.scheduler_address} "
+            f"after {options['death_timeout']:g} s"
+        ) from e
+    return worker
+
+
+async def _serve_worker(
+    options: dict[str, Any], shutdown: ShutdownSignals, parent_pid: int | None = None
+) -> int:
+    """Run one worker until a signal, its own close, or the parent's death."""
+    deadline = time.monotonic() + options["death_timeout"]
+    starting = asyncio.ensure_future(_start_worker(options, deadline))
+    await shutdown.wait(asyncio.shield(starting))
+    if not starting.done():  # a signal arrived while still connecting
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        return 0
+    try:
+        worker = starting.result()
+    except (_StartError, ValueError) as e:
+        logger.error("%s", e)
+        return 1
+    logger.info("Start worker at: %s", worker.address)
+    logger.info("Registered to: %s", worker.scheduler_address)
+    watchers = [worker.finished()]
+    if parent_pid is not None:
+        watchers.append(_parent_gone(parent_pid))
+    await shutdown.wait(*watchers)
+    logger.info("Stopping worker at %s", worker.address)
+    await close_within(worker.close(), CLOSE_TIMEOUT, f"Worker {worker.address}")
+    return 0
+
+
+def _child_main(options: dict[str, Any], parent_pid: int) -> None:
+    """Body of each ``--nprocs`` child process (a fresh 'spawn' interpreter)."""
+    setup_logging()
+    sys.exit(run(lambda shutdown: _serve_worker(options, shutdown, parent_pid)))
+
+
+# ------------------------------------------------------------------ many workers
+
+
+def _run_children(args: argparse.Namespace) -> int:
+    """Run ``--nprocs`` workers in child processes and wait for them.
+
+    SIGINT/SIGTERM are forwarded to the children; children still running
+    ``CHILD_GRACE`` seconds after that are killed.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=_child_main,
+            args=(_worker_options(args, i), os.getpid()),
+            name=f"dask-worker-{i}",
+            daemon=True,  # killed at our exit should we ever leave early
+        )
+        for i in range(args.nprocs)
+    ]
+    kill_at: list[float] = []
+
+    def forward(signum: int, frame: object) -> None:
+        logger.info("Received signal %s; stopping workers", signal.Signals(signum).name)
+        if not kill_at:
+            kill_at.append(time.monotonic() + CHILD_GRACE)
+        for proc in procs:
+            if proc.pid is not None and proc.exitcode is None:
+                try:
+                    os.kill(proc.pid, signum)
+                except ProcessLookupError:  # exited meanwhile
+                    pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in SHUTDOWN_SIGNALS}
+    try:
+        for proc in procs:
+            if kill_at:  # a signal came while starting: start no more
+                break
+            proc.start()
+        _wait_for_children([p for p in procs if p.pid is not None], kill_at)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if all(proc.exitcode in (0, None) for proc in procs) else 1
+
+
+def _wait_for_children(procs: list, kill_at: list[float]) -> None:
+    """Block until every child has exited, killing stragglers after a signal."""
+    while True:
+        alive = [p for p in procs if p.exitcode is None]
+        if not alive:
+            return
+        if kill_at and time.monotonic() > kill_at[0]:
+            for proc in alive:
+                logger.warning("Worker process %d did not stop; killing it", proc.pid)
+                proc.kill()
+            for proc in alive:
+                proc.join()
+            return
+        # Signal handlers run while waiting here (PEP 475 retries the wait).
+        multiprocessing.connection.wait([p.sentinel for p in alive], timeout=1)
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``dask-worker``; returns the exit code."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    setup_logging()
+    if args.nanny:
+        logger.info("Nanny not available yet; running workers without one")
+    if args.nprocs > 1:
+        return _run_children(args)
+    options = _worker_options(args, None)
+    return run(lambda shutdown: _serve_worker(options, shutdown))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""TCP transport over Tornado's IOStream.
+
+A ``Comm`` reads and writes whole messages (see ``distributed.protocol``).
+It belongs to the event loop that created it and is not thread-safe.
+Errors on the connection surface as ``CommClosedError``; bytes that are not a
+valid message raise ``ProtocolError`` and close the connection, because the
+stream can no longer be trusted to be at a message boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tornado.iostream import IOStream, StreamClosedError
+from tornado.netutil import bind_sockets
+from tornado.tcpclient import TCPClient
+from tornado.tcpserver import TCPServer
+
+from distributed.comm.addressing import get_address_host_port, normalize_address
+from distributed.protocol import ProtocolError, decode_message, encode_message
+from distributed.protocol.frames import (
+    pack_frames_prelude,
+    parse_frame_count,
+    parse_frame_lengths,
+)
+
+__all__ = ["Comm", "CommClosedError", "Listener", "connect", "listen"]
+
+logger = logging.getLogger(__name__)
+
+#: Messages up to this size are read in one piece and written as one buffer.
+_SMALL = 2**16
+
+DEFAULT_MAX_MESSAGE_SIZE = 2**31
+
+
+class CommClosedError(IOError):
+    """The connection is closed; the message could not be read or written."""
+
+
+class Comm:
+    """One TCP connection that sends and receives whole messages.
+
+    ``deserialize=False`` keeps pickled payloads as ``Serialized`` (used by
+    the scheduler, which forwards them without looking inside).
+    """
+
+    def __init__(
+        self,
+        stream: IOStream,
+        local_address: str,
+        peer_address: str,
+        deserialize: bool = True,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ):
+        self.stream = stream
+        self.local_address = local_address
+        self.peer_address = peer_address
+        self.deserialize = deserialize
+        self.max_message_size = max_message_size
+        self.name: str | None = None
+        stream.set_nodelay(True)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed() else "open"
+        return f"<Comm {self.name or ''} {self.local_address} -> {self.peer_address} {state}>"
+
+    async def read(self) -> Any:
+        """Read one message.  Raises ``CommClosedError`` or ``ProtocolError``."""
+        stream = self.stream
+        try:
+            n = parse_frame_count(await stream.read_bytes(8))
+            lengths = parse_frame_lengths(
+                await stream.read_bytes(8 * n), n, self.max_message_size
+            )
+            total = sum(lengths)
+            if total <= _SMALL:
+                buf = await stream.read_bytes(total) if total else b""
+            else:
+                buf = bytearray(total)
+                await stream.read_into(buf)
+        except StreamClosedError as e:
+            self.abort()
+            raise CommClosedError(
+                f"connection to {self.peer_address} closed: {e.real_error or ''}"
+            ) from None
+        except ProtocolError:
+            self.abort()
+            raise
+        frames = []
+        mv = memoryview(buf)
+        offset = 0
+        for length in lengths:
+            frames.append(mv[offset : offset + length])
+            offset += length
+        try:
+            return decode_message(frames, self.deserialize)
+        except ProtocolError:
+            self.abort()
+            raise
+
+    async def write(self, msg: Any) -> int:
+        """Write one message; returns the number of bytes written."""
+        if self.stream.closed():
+            raise CommClosedError(f"connection to {self.peer_address} is closed")
+        frames = encode_message(msg)
+        return await self.write_frames(frames)
+
+    async def write_frames(self, frames: list) -> int:
+        frames = [_as_bytes_view(f) for f in frames]
+        prelude = pack_frames_prelude(frames)
+        total = sum(len(f) for f in frames)
+        stream = self.stream
+        try:
+            if total <= _SMALL:
+                await stream.write(b"".join([prelude, *frames]))
+            else:
+                stream.write(prelude)
+                future = None
+                for frame in frames:
+                    future = stream.write(frame)
+                await future
+        except StreamClosedError as e:
+            self.abort()
+            raise CommClosedError(
+                f"connection to {self.peer_address} closed: {e.real_error or ''}"
+            ) from None
+        return total + len(prelude)
+
+    def closed(self) -> bool:
+        return self.stream.closed()
+
+    async def close(self) -> None:
+        """Close after pending writes are flushed."""
+        stream = self.stream
+        if not stream.closed():
+            try:
+                # Pending writes complete before the close takes effect.
+                if stream.writing():
+                    await asyncio.wait_for(stream.write(b""), 5)
+            except Exception:
+                pass
+            stream.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping anything not yet written."""
+        if not self.stream.closed():
+            self.stream.close()
+
+
+def _as_bytes_view(frame):
+    if isinstance(frame, memoryview) and (frame.ndim != 1 or frame.format != "B"):
+        return frame.cast("B")
+    if not isinstance(frame, (bytes, bytearray, memoryview)):
+        return memoryview(frame).cast("B")
+    return frame
+
+
+_tcp_client: TCPClient | None = None
+
+
+async def connect(
+    address: str,
+    timeout: float = 30,
+    deserialize: bool = True,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+) -> Comm:
+    """Open a ``Comm`` to ``address``, retrying refused connections until
+    ``timeout`` seconds have passed.
+
+    >>> comm = await connect("tcp://127.0.0.1:8786")  # doctest: +SKIP
+    """
+    global _tcp_client
+    address = normalize_address(address)
+    host, port = get_address_host_port(address)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.01
+    if _tcp_client is None:
+        _tcp_client = TCPClient()
+    while True:
+        remaining = deadline - loop.time()
+        try:
+            stream = await asyncio.wait_for(
+                _tcp_client.connect(host, port), max(remaining, 0.001)
+            )
+            break
+        except (StreamClosedError, OSError) as e:
+            if loop.time() + delay >= deadline:
+                raise OSError(
+                    f"Timed out trying to connect to {address} after {timeout} s: {e}"
+                ) from e
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        except asyncio.TimeoutError:
+            raise OSError(
+                f"Timed out trying to connect to {address} after {timeout} s"
+            ) from None
+    sock = stream.socket
+    local = sock.getsockname()
+    comm = Comm(
+        stream,
+        f"tcp://{local[0]}:{local[1]}",
+        address,
+        deserialize=deserialize,
+        max_message_size=max_message_size,
+    )
+    return comm
+
+
+class Listener(TCPServer):
+    """Accepts connections and hands each new ``Comm`` to ``handler``."""
+
+    def __init__(
+        self,
+        handler: Callable[[Comm], Awaitable[None]],
+        deserialize: bool = True,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ):
+        super().__init__(max_buffer_size=max_message_size + 2**20)
+        self.handler = handler
+        self.deserialize = deserialize
+        self.max_message_size = max_message_size
+        self.address: str | None = None
+        self._handler_tasks: set = set()
+
+    def start_listening(self, host: str, port: int) -> str:
+        sockets = bind_sockets(
+            port,
+            address=host,
+            family=socket.AF_INET if host and ":" not in host else socket.AF_UNSPEC,
+        )
+        self.add_sockets(sockets)
+        bound_host, bound_port = sockets[0].getsockname()[:2]
+        self.address = f"tcp://{bound_host}:{bound_port}"
+        return self.address
+
+    async def handle_stream(self, stream: IOStream, address) -> None:
+        comm = Comm(
+            stream,
+            self.address or "",
+            f"tcp://{address[0]}:{address[1]}",
+            deserialize=self.deserialize,
+            max_message_size=self.max_message_size,
+        )
+        await self.handler(comm)
+
+    def stop(self) -> None:
+        super().stop()
+
+
+def listen(
+    address: str,
+    handler: Callable[[Comm], Awaitable[None]],
+    deserialize: bool = True,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+) -> Listener:
+    """Start listening on ``address`` (port 0 picks a free port).
+
+    The returned listener's ``.address`` is the address actually bound.
+    """
+    host, port = get_address_host_port(normalize_address(address))
+    listener = Listener(
+        handler, deserialize=deserialize, max_message_size=max_message_size
+    )
+    listener.start_listening(host, port)
+    return listener

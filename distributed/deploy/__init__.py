@@ -1,0 +1,4 @@
+"""Ways to start clusters."""
+from distributed.deploy.local import LocalCluster
+
+__all__ = ["LocalCluster"]

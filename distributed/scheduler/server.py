@@ -1,0 +1,749 @@
+"""The Scheduler server: a thin shell around ``SchedulerState``.
+
+It accepts workers and clients, keeps one batched stream to each, feeds
+their messages to the state machine and sends what comes back.  Task
+payloads are never unpickled here (the listener does not deserialize); they
+are forwarded to workers as they came.
+
+Runs on one event loop; not thread-safe.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from distributed import config
+from distributed.batched import BatchedSend
+from distributed.comm import CommClosedError, normalize_address
+from distributed.core import NO_REPLY, Server, Status
+from distributed.exceptions import error_message
+from distributed.protocol import Serialized
+from distributed.scheduler.state import SchedulerState
+
+__all__ = ["Scheduler"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Started:
+    """What ``Scheduler.start()`` returns: the scheduler listens already,
+    and awaiting this (old and new code both do) gives the scheduler."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def __await__(self):
+        if False:  # pragma: no cover - makes this a generator
+            yield
+        return self.server
+
+
+class Scheduler(Server):
+    """The central scheduler.
+
+    >>> async def main():                         # doctest: +SKIP
+    ...     async with Scheduler(port=0) as s:
+    ...         print(s.address)
+    """
+
+    default_port = 8786
+
+    def __init__(
+        self,
+        loop=None,
+        ip: str | None = None,
+        port: int | None = None,
+        host: str | None = None,
+        validate: bool | None = None,
+        allowed_failures: int | None = None,
+        worker_ttl: float | str | None = None,
+        scheduler_file: str | None = None,
+        dashboard_address: str | None = None,
+        dashboard: bool = False,
+        interface: str | None = None,
+        **kwargs,
+    ):
+        config.refresh()
+        self._host = ip or host or "127.0.0.1"
+        self._port = self.default_port if port is None else port
+        validate = validate if validate is not None else config.get("distributed.scheduler.validate", False)
+        self.validate = validate
+        self.state = SchedulerState(
+            allowed_failures=config.get("distributed.scheduler.allowed-failures", override_with=allowed_failures),
+            validate=validate,
+            bandwidth=config.get("distributed.scheduler.bandwidth"),
+            transition_log_length=config.get("distributed.scheduler.transition-log-length"),
+        )
+        self.worker_ttl = config.get_timedelta("distributed.scheduler.worker-ttl", worker_ttl)
+        self.scheduler_file = scheduler_file
+        self.dashboard_address = dashboard_address
+        self.worker_streams: dict[str, BatchedSend] = {}
+        self.client_streams: dict[str, BatchedSend] = {}
+        self.datasets: dict[str, dict] = {}
+        self._closed_event: asyncio.Event | None = None
+        self.start_time = time.time()
+        handlers = {
+            "register-worker": self.add_worker,
+            "register-client": self.add_client,
+            "heartbeat_worker": self.heartbeat_worker,
+            "identity": self.identity,
+            "scheduler_info": self.identity,
+            "who_has": self.get_who_has,
+            "has_what": self.get_has_what,
+            "ncores": self.get_nthreads,
+            "nthreads": self.get_nthreads,
+            "gather": self.gather,
+            "cancel": self.cancel,
+            "broadcast": self.broadcast,
+            "run_function": self.run_function,
+            "replicate": self.replicate,
+            "rebalance": self.rebalance,
+            "retire_workers": self.retire_workers,
+            "restart": self.restart,
+            "publish_put": self.publish_put,
+            "publish_get": self.publish_get,
+            "publish_list": self.publish_list,
+            "publish_delete": self.publish_delete,
+            "wait_for_workers": self.wait_for_workers,
+            "validate_state": self._validate_handler,
+            "versions": self.versions,
+            "task_states": self.task_states,
+            "terminate": self.terminate,
+            "close": self.terminate,
+            "retry": self.retry,
+        }
+        stream_handlers = {
+            # from workers
+            "task-finished": self._task_finished,
+            "task-erred": self._task_erred,
+            "add-keys": self._add_keys,
+            "missing-data": self._missing_data,
+            "release-worker-data": self._release_worker_data,
+            "long-running": self._long_running,
+            "reschedule": self._reschedule,
+            "request-who-has": self._request_who_has,
+            "unregister": self._unregister,
+            "keep-alive": lambda **kw: None,
+            # from clients
+            "update-graph": self._update_graph,
+            "client-releases-keys": self._client_releases_keys,
+            "client-desires-keys": self._client_desires_keys,
+            "update-data": self._update_data,
+            "report-missing-data": self._report_missing_data,
+            "cancel-keys": self._cancel_keys,
+            "heartbeat-client": self._heartbeat_client,
+            "close-client": self._close_client,
+            "fire-and-forget": self._fire_and_forget,
+        }
+        super().__init__(handlers, stream_handlers, deserialize=False)
+
+    # ------------------------------------------------------------------
+    # Attributes users and tests look at
+    # ------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> dict:
+        return self.state.tasks
+
+    @property
+    def workers(self) -> dict:
+        return self.state.workers
+
+    @property
+    def clients(self) -> dict:
+        return self.state.clients
+
+    @property
+    def aliases(self) -> dict:
+        return self.state.aliases
+
+    def __repr__(self) -> str:
+        return (f"<Scheduler {self.address!r}, workers: {len(self.workers)}, "
+                f"threads: {sum(w.nthreads for w in self.workers.values())}, tasks: {len(self.tasks)}>")
+
+    def validate_state(self) -> None:
+        self.state.validate_state()
+
+    def story(self, *keys) -> list:
+        return self.state.story(*keys)
+
+    # ------------------------------------------------------------------
+    # Lifecycle
+    # ------------------------------------------------------------------
+
+    def start(self, port: int | None = None, host: str | None = None) -> _Started:
+        """Start listening now; the result may be awaited (old and new style)."""
+        if self.status == Status.running:
+            return _Started(self)
+        if port is not None:
+            self._port = port
+        if host is not None:
+            self._host = host
+        self._closed_event = asyncio.Event()
+        self.listener = None
+        from distributed.comm import listen
+
+        self.listener = listen(f"tcp://{self._host}:{self._port}", self.handle_comm,
+                               deserialize=False,
+                               max_message_size=config.get_bytes("distributed.comm.max-message-size"))
+        self.status = Status.running
+        ttl = self.worker_ttl
+        if ttl:
+            self.start_periodic_callback("worker-ttl", self._check_worker_ttl, min(max(ttl / 10, 0.05), 10))
+        if self.scheduler_file:
+            with open(self.scheduler_file, "w") as f:
+                json.dump(self.identity(), f, indent=2)
+        logger.info("Scheduler at %s", self.address)
+        return _Started(self)
+
+    def __await__(self):
+        self.start()
+        return _Started(self).__await__()
+
+    async def __aenter__(self):
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def _start(self, port: int | None = None, **kwargs):
+        return await self.start(port)
+
+    async def close(self, fast: bool = False, close_workers: bool = False, **kwargs) -> None:
+        """Stop the scheduler; idempotent.  ``close_workers`` asks the workers
+        to close too."""
+        if self.status in (Status.closing, Status.closed):
+            if self._closed_event is not None:
+                await self._closed_event.wait()
+            return
+        self.status = Status.closing
+        if close_workers:
+            for addr in list(self.worker_streams):
+                try:
+                    self.worker_streams[addr].send({"op": "close", "reason": "scheduler-close"})
+                except CommClosedError:
+                    pass
+        for cid, stream in list(self.client_streams.items()):
+            try:
+                stream.send({"op": "stream-closed"})
+            except CommClosedError:
+                pass
+        streams = [*self.worker_streams.values(), *self.client_streams.values()]
+        await asyncio.gather(*(s.close(timeout=1) for s in streams), return_exceptions=True)
+        await self.close_server()
+        if self.scheduler_file and os.path.exists(self.scheduler_file):
+            try:
+                os.remove(self.scheduler_file)
+            except OSError:
+                pass
+        self.status = Status.closed
+        if self._closed_event is not None:
+            self._closed_event.set()
+        logger.info("Scheduler %s closed", self.address)
+
+    _close = close
+
+    async def finished(self) -> None:
+        if self._closed_event is not None:
+            await self._closed_event.wait()
+
+    def terminate(self, comm=None, **kwargs) -> str:
+        self.spawn(self.close(close_workers=kwargs.get("close_workers", False)))
+        return "OK"
+
+    # ------------------------------------------------------------------
+    # Sending what the state machine returns
+    # ------------------------------------------------------------------
+
+    def send_all(self, client_msgs: dict, worker_msgs: dict) -> None:
+        for client, msgs in client_msgs.items():
+            stream = self.client_streams.get(client)
+            if stream is not None and msgs:
+                try:
+                    stream.send(*msgs)
+                except CommClosedError:
+                    logger.info("client %s is gone; %d messages not delivered", client, len(msgs))
+        for worker, msgs in worker_msgs.items():
+            stream = self.worker_streams.get(worker)
+            if stream is not None and msgs:
+                try:
+                    stream.send(*msgs)
+                except CommClosedError:
+                    logger.info("worker %s is gone; %d messages not delivered", worker, len(msgs))
+
+    # ------------------------------------------------------------------
+    # Workers
+    # ------------------------------------------------------------------
+
+    async def add_worker(self, comm=None, address=None, nthreads=1, name=None, memory_limit=0,
+                         resources=None, pid=0, host="", local_directory="", nanny=None,
+                         keys=(), nbytes=None, **kwargs):
+        """A worker registers; its connection becomes the worker's stream."""
+        try:
+            address = normalize_address(address)
+            if self.status != Status.running:
+                raise RuntimeError("the scheduler is closing")
+            cmsgs, wmsgs = self.state.add_worker(
+                address, int(nthreads), name=name, memory_limit=int(memory_limit or 0),
+                resources=resources, pid=pid, host=host, local_directory=local_directory,
+                nanny=nanny, keys=keys, nbytes=nbytes, now=time.time())
+        except Exception as e:
+            await comm.write({"status": "error", "message": str(e)})
+            return NO_REPLY
+        await comm.write({"status": "OK", "time": time.time()})
+        stream = BatchedSend(name=f"scheduler->{address}")
+        stream.start(comm)
+        self.worker_streams[address] = stream
+        logger.info("Register worker %s (%s threads)", address, nthreads)
+        self.send_all(cmsgs, wmsgs)
+        try:
+            await self.handle_stream(comm, extra={"worker": address})
+        finally:
+            if self.worker_streams.get(address) is stream:
+                await self._remove_worker(address, safe=False)
+        return NO_REPLY
+
+    async def _remove_worker(self, address: str, safe: bool = False) -> None:
+        stream = self.worker_streams.pop(address, None)
+        if address not in self.state.workers:
+            return
+        logger.info("Remove worker %s%s", address, "" if safe else " (lost)")
+        self.rpc.remove(address)
+        cmsgs, wmsgs = self.state.remove_worker(address, safe=safe)
+        self.send_all(cmsgs, wmsgs)
+        if stream is not None:
+            stream.abort()
+
+    def remove_worker(self, address: str, safe: bool = False, **kwargs):
+        """Forget a worker (public, awaitable)."""
+        return self._remove_worker(normalize_address(address), safe=safe)
+
+    def heartbeat_worker(self, comm=None, address=None, metrics=None, **kwargs) -> dict:
+        ws = self.state.workers.get(address)
+        if ws is None:
+            return {"status": "missing"}
+        ws.last_seen = time.time()
+        if metrics:
+            ws.metrics = dict(metrics)
+        return {"status": "OK", "time": time.time()}
+
+    def _check_worker_ttl(self) -> None:
+        for address in self.state.check_worker_ttl(time.time(), self.worker_ttl):
+            logger.warning("Worker %s sent no heartbeat for %s s; removing it", address, self.worker_ttl)
+            stream = self.worker_streams.get(address)
+            if stream is not None:
+                try:
+                    stream.send({"op": "close", "reason": "worker-ttl-timed-out"})
+                except CommClosedError:
+                    pass
+            self.spawn(self._remove_worker(address, safe=False))
+
+    def _task_finished(self, key=None, worker=None, nbytes=-1, type=None, duration=None, **kwargs):
+        self.send_all(*self.state.handle_task_finished(key, worker, nbytes, type, duration))
+
+    def _task_erred(self, key=None, worker=None, exception=None, traceback=None,
+                    exception_text="", traceback_text="", **kwargs):
+        self.send_all(*self.state.handle_task_erred(
+            key, worker, exception, traceback, exception_text, traceback_text))
+
+    def _add_keys(self, worker=None, keys=(), nbytes=None, **kwargs):
+        self.send_all(*self.state.handle_add_keys(worker, keys, nbytes))
+
+    def _missing_data(self, key=None, errant_worker=None, worker=None, **kwargs):
+        self.send_all(*self.state.handle_missing_data(key, errant_worker))
+
+    def _release_worker_data(self, key=None, worker=None, **kwargs):
+        self.send_all(*self.state.handle_release_worker_data(key, worker))
+
+    def _long_running(self, key=None, worker=None, **kwargs):
+        self.send_all(*self.state.handle_long_running(key, worker))
+
+    def _reschedule(self, key=None, worker=None, **kwargs):
+        ts = self.state.tasks.get(key)
+        if ts is None or ts.processing_on is None or ts.processing_on.address != worker:
+            return
+        self.send_all(*self.state.transitions({key: "waiting"}))
+
+    def _request_who_has(self, keys=(), worker=None, **kwargs):
+        who_has = self.state.who_has(keys)
+        stream = self.worker_streams.get(worker)
+        if stream is not None:
+            stream.send({"op": "refresh-who-has", "who_has": who_has})
+
+    def _unregister(self, worker=None, **kwargs):
+        stream = self.worker_streams.get(worker)
+        self.spawn(self._remove_worker(worker, safe=True))
+        del stream
+
+    # ------------------------------------------------------------------
+    # Clients
+    # ------------------------------------------------------------------
+
+    async def add_client(self, comm=None, client=None, **kwargs):
+        """A client connects; its connection becomes the client's stream."""
+        self.state.add_client(client, now=time.time())
+        stream = BatchedSend(name=f"scheduler->{client}")
+        stream.start(comm)
+        self.client_streams[client] = stream
+        stream.send({"op": "stream-start"})
+        logger.info("Receive client connection: %s", client)
+        try:
+            await self.handle_stream(comm, extra={"client": client})
+        finally:
+            if self.client_streams.get(client) is stream:
+                del self.client_streams[client]
+                self.send_all(*self.state.remove_client(client))
+                logger.info("Remove client %s", client)
+            stream.abort()
+        return NO_REPLY
+
+    def _update_graph(self, client=None, tasks=None, dependencies=None, keys=(), priority=None,
+                      user_priority=0, restrictions=None, loose_restrictions=None, resources=None,
+                      retries=None, **kwargs):
+        try:
+            msgs = self.state.update_graph(
+                client, tasks or {}, dependencies or {}, keys, priority=priority,
+                user_priority=user_priority, restrictions=restrictions,
+                loose_restrictions=loose_restrictions, resources=resources, retries=retries)
+        except Exception as e:
+            logger.exception("update-graph from %s failed", client)
+            err = error_message(e)
+            msgs = ({client: [{"op": "task-erred", "key": k, "exception": err["exception"],
+                               "traceback": err["traceback"]} for k in keys]}, {})
+        self.send_all(*msgs)
+
+    def _client_releases_keys(self, client=None, keys=(), **kwargs):
+        self.send_all(*self.state.client_releases_keys(client, keys))
+
+    def _client_desires_keys(self, client=None, keys=(), **kwargs):
+        self.send_all(*self.state.client_desires_keys(client, keys))
+
+    def _update_data(self, client=None, who_has=None, nbytes=None, types=None, **kwargs):
+        self.send_all(*self.state.update_data(who_has or {}, nbytes or {}, client, types))
+
+    def _report_missing_data(self, client=None, key=None, errant_worker=None, **kwargs):
+        self.send_all(*self.state.handle_missing_data(key, errant_worker))
+
+    def _cancel_keys(self, client=None, keys=(), force=False, **kwargs):
+        self.send_all(*self.state.cancel_keys(client, keys, force))
+
+    def _fire_and_forget(self, client=None, keys=(), **kwargs):
+        self.send_all(*self.state.fire_and_forget(keys))
+
+    def retry(self, comm=None, keys=(), client=None, **kwargs) -> str:
+        self.send_all(*self.state.retry(keys))
+        return "OK"
+
+    def _heartbeat_client(self, client=None, **kwargs):
+        cs = self.state.clients.get(client)
+        if cs is not None:
+            cs.last_seen = time.time()
+
+    def _close_client(self, client=None, **kwargs):
+        stream = self.client_streams.pop(client, None)
+        self.send_all(*self.state.remove_client(client))
+        if stream is not None:
+            self.spawn(stream.close())
+
+    # ------------------------------------------------------------------
+    # RPC handlers
+    # ------------------------------------------------------------------
+
+    def identity(self, comm=None, **kwargs) -> dict:
+        return {
+            "type": "Scheduler",
+            "id": self.id,
+            "address": self.address,
+            "services": {},
+            "started": self.start_time,
+            "n_workers": len(self.state.workers),
+            "total_threads": sum(w.nthreads for w in self.state.workers.values()),
+            "total_memory": sum(w.memory_limit for w in self.state.workers.values()),
+            "workers": {addr: ws.identity() for addr, ws in self.state.workers.items()},
+        }
+
+    def get_who_has(self, comm=None, keys=None, **kwargs) -> dict:
+        return self.state.who_has(keys)
+
+    def get_has_what(self, comm=None, workers=None, **kwargs) -> dict:
+        return self.state.has_what(workers)
+
+    def get_nthreads(self, comm=None, workers=None, **kwargs) -> dict:
+        if workers is None:
+            return {a: ws.nthreads for a, ws in self.state.workers.items()}
+        out = {}
+        for w in workers:
+            addr = self.state.coerce_address(w)
+            out[addr] = self.state.workers[addr].nthreads if addr in self.state.workers else None
+        return out
+
+    def task_states(self, comm=None, keys=None, **kwargs) -> dict:
+        tasks = self.state.tasks
+        keys = tasks if keys is None else keys
+        return {k: tasks[k].state if k in tasks else "forgotten" for k in keys}
+
+    async def gather(self, comm=None, keys=(), **kwargs) -> dict:
+        """Collect the values of ``keys`` from the workers that hold them."""
+        keys = list(keys)
+        by_worker: dict[str, list] = {}
+        missing = []
+        for key in keys:
+            ts = self.state.tasks.get(key)
+            if ts is None or not ts.who_has:
+                missing.append(key)
+                continue
+            ws = min(ts.who_has, key=lambda w: w.address)
+            by_worker.setdefault(ws.address, []).append(key)
+        data: dict = {}
+        results = await asyncio.gather(
+            *(self.rpc(w).get_data(keys=ks, who=self.address) for w, ks in by_worker.items()),
+            return_exceptions=True)
+        for (worker, ks), result in zip(by_worker.items(), results):
+            if isinstance(result, BaseException):
+                logger.info("gather: worker %s unreachable: %s", worker, result)
+                for k in ks:
+                    self.send_all(*self.state.handle_missing_data(k, worker))
+                missing.extend(ks)
+                continue
+            got = result.get("data", {})
+            data.update(got)
+            for k in ks:
+                if k not in got:
+                    self.send_all(*self.state.handle_missing_data(k, worker))
+                    missing.append(k)
+        if missing:
+            return {"status": "error", "keys": missing}
+        return {"status": "OK", "data": data}
+
+    def cancel(self, comm=None, keys=(), client=None, force=False, **kwargs) -> str:
+        self.send_all(*self.state.cancel_keys(client, keys, force))
+        return "OK"
+
+    async def broadcast(self, comm=None, msg=None, workers=None, nanny=False, **kwargs) -> dict:
+        """Send ``msg`` to each worker (all by default); their replies by address."""
+        addresses = self._resolve_workers(workers)
+        msg = dict(msg or {})
+        op = msg.pop("op")
+
+        async def one(addr):
+            try:
+                return await getattr(self.rpc(addr), op)(**msg)
+            except Exception as e:
+                return error_message(e)
+
+        results = await asyncio.gather(*(one(a) for a in addresses))
+        return dict(zip(addresses, results))
+
+    def _resolve_workers(self, workers) -> list[str]:
+        if workers is None:
+            return list(self.state.workers)
+        if isinstance(workers, (str, int)):
+            workers = [workers]
+        out = []
+        for w in workers:
+            addr = self.state.coerce_address(w)
+            if addr not in self.state.workers:
+                raise ValueError(f"no worker {w!r} is connected")
+            out.append(addr)
+        return out
+
+    async def run_function(self, comm=None, function=None, args=(), kwargs=None, wait=True, **kw) -> dict:
+        """``client.run_on_scheduler``: run ``function`` here."""
+        from distributed.worker.server import _run_function
+
+        function = function.deserialize() if isinstance(function, Serialized) else function
+        args = args.deserialize() if isinstance(args, Serialized) else args
+        kwargs = kwargs.deserialize() if isinstance(kwargs, Serialized) else (kwargs or {})
+        return await _run_function(self, "dask_scheduler", function, args, kwargs, wait)
+
+    async def replicate(self, comm=None, keys=(), n=None, workers=None, **kwargs) -> str:
+        """Copy ``keys`` to ``n`` workers (all of ``workers`` by default)."""
+        targets = self._resolve_workers(workers)
+        n = len(targets) if n is None else n
+        if n < 1:
+            raise ValueError(f"replicate needs n >= 1, not {n}")
+        for key in keys:
+            ts = self.state.tasks.get(key)
+            if ts is None or ts.state != "memory":
+                raise KeyError(f"cannot replicate {key!r}: it is not in memory")
+        gathers: dict[str, dict] = {}
+        for key in keys:
+            ts = self.state.tasks[key]
+            holders = [ws.address for ws in ts.who_has]
+            need = n - len([h for h in holders if h in targets])
+            for addr in sorted((a for a in targets if a not in holders),
+                               key=lambda a: self.state.workers[a].nbytes):
+                if need <= 0:
+                    break
+                gathers.setdefault(addr, {})[key] = holders
+                need -= 1
+        results = await asyncio.gather(
+            *(self.rpc(addr).gather(who_has=wh) for addr, wh in gathers.items()),
+            return_exceptions=True)
+        for (addr, wh), result in zip(gathers.items(), results):
+            if isinstance(result, BaseException):
+                logger.info("replicate: worker %s failed: %s", addr, result)
+                continue
+            got = [k for k in wh if k not in result.get("keys", {})]
+            self.send_all(*self.state.handle_add_keys(addr, got))
+        return "OK"
+
+    async def rebalance(self, comm=None, keys=None, workers=None, **kwargs) -> dict:
+        """Move data so every worker holds about the same number of bytes."""
+        addresses = self._resolve_workers(workers)
+        wss = [self.state.workers[a] for a in addresses]
+        if len(wss) < 2:
+            return {"status": "OK"}
+        keyset = set(keys) if keys is not None else None
+        mean = sum(ws.nbytes for ws in wss) / len(wss)
+        senders = sorted((ws for ws in wss if ws.nbytes > mean), key=lambda w: -w.nbytes)
+        receivers = sorted((ws for ws in wss if ws.nbytes < mean), key=lambda w: w.nbytes)
+        moves: list[tuple] = []  # (ts, sender, receiver)
+        budget = {ws.address: mean - ws.nbytes for ws in receivers}
+        for sender in senders:
+            excess = sender.nbytes - mean
+            for ts in sorted(sender.has_what, key=lambda t: -t.nbytes):
+                if excess <= 0 or not receivers:
+                    break
+                if keyset is not None and ts.key not in keyset:
+                    continue
+                if len(ts.who_has) > 1:
+                    continue
+                receiver = max(receivers, key=lambda r: budget[r.address])
+                if budget[receiver.address] < ts.nbytes / 2:
+                    continue
+                moves.append((ts, sender, receiver))
+                budget[receiver.address] -= ts.nbytes
+                excess -= ts.nbytes
+        by_receiver: dict[str, dict] = {}
+        for ts, sender, receiver in moves:
+            by_receiver.setdefault(receiver.address, {})[ts.key] = [sender.address]
+        results = await asyncio.gather(
+            *(self.rpc(a).gather(who_has=wh) for a, wh in by_receiver.items()), return_exceptions=True)
+        moved_from: dict[str, list] = {}
+        for (addr, wh), result in zip(by_receiver.items(), results):
+            if isinstance(result, BaseException):
+                continue
+            got = [k for k in wh if k not in result.get("keys", {})]
+            self.send_all(*self.state.handle_add_keys(addr, got))
+            for k in got:
+                moved_from.setdefault(wh[k][0], []).append(k)
+        for sender, ks in moved_from.items():
+            for k in ks:
+                self.send_all(*self.state.handle_release_worker_data(k, sender))
+            stream = self.worker_streams.get(sender)
+            if stream is not None:
+                stream.send({"op": "free-keys", "keys": ks})
+        return {"status": "OK", "moved": sum(len(v) for v in moved_from.values())}
+
+    async def retire_workers(self, comm=None, workers=None, close_workers: bool = True,
+                             remove: bool = True, **kwargs) -> dict:
+        """Move the unique data of ``workers`` elsewhere, then close them."""
+        addresses = self._resolve_workers(workers) if workers is not None else []
+        remaining = [a for a in self.state.workers if a not in addresses]
+        if addresses and not remaining:
+            raise ValueError("cannot retire every worker: the data would have nowhere to go")
+        retired = {}
+        for addr in addresses:
+            ws = self.state.workers.get(addr)
+            if ws is None:
+                continue
+            ws.status = "closing_gracefully"
+            self.state.idle.pop(addr, None)
+            unique = [ts.key for ts in ws.has_what if len(ts.who_has) == 1]
+            if unique:
+                await self.replicate(keys=unique, n=1, workers=remaining)
+            retired[addr] = ws.identity()
+            if close_workers:
+                stream = self.worker_streams.get(addr)
+                if stream is not None:
+                    try:
+                        stream.send({"op": "close", "reason": "retired"})
+                    except CommClosedError:
+                        pass
+            if remove:
+                await self._remove_worker(addr, safe=True)
+        return retired
+
+    async def restart(self, comm=None, client=None, **kwargs) -> str:
+        """Forget every task and clear worker memory; clients' futures are
+        cancelled.  (Restarting worker processes needs a Nanny.)"""
+        for cid, stream in self.client_streams.items():
+            try:
+                stream.send({"op": "restart"})
+            except CommClosedError:
+                pass
+        all_keys = list(self.state.tasks)
+        for cs in list(self.state.clients.values()):
+            self.send_all(*self.state.cancel_keys(cs.client_key, [ts.key for ts in cs.wants_what], force=True))
+        for addr in list(self.state.workers):
+            stream = self.worker_streams.get(addr)
+            if stream is not None:
+                stream.send({"op": "free-keys", "keys": list(all_keys)})
+        return "OK"
+
+    # -- datasets --------------------------------------------------------
+
+    def publish_put(self, comm=None, keys=(), name=None, data=None, override=False, client=None, **kw):
+        if name in self.datasets and not override:
+            raise KeyError(f"Dataset {name!r} already exists")
+        owner = f"published-{name}"
+        if name in self.datasets:
+            self.send_all(*self.state.client_releases_keys(owner, self.datasets[name]["keys"]))
+        self.state.add_client(owner)
+        self.send_all(*self.state.client_desires_keys(owner, keys))
+        self.datasets[name] = {"keys": list(keys), "data": data}
+        return {"status": "OK", "name": name}
+
+    def publish_get(self, comm=None, name=None, client=None, **kw):
+        return self.datasets.get(name)
+
+    def publish_list(self, comm=None, **kw):
+        return sorted(self.datasets, key=str)
+
+    def publish_delete(self, comm=None, name=None, **kw):
+        ds = self.datasets.pop(name, None)
+        if ds is None:
+            raise KeyError(f"no dataset named {name!r}")
+        owner = f"published-{name}"
+        self.send_all(*self.state.client_releases_keys(owner, ds["keys"]))
+        self.state.remove_client(owner)
+        return "OK"
+
+    async def wait_for_workers(self, comm=None, n_workers: int = 1, timeout: float | None = None, **kw):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self.state.workers) < n_workers:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"only {len(self.state.workers)} of {n_workers} workers arrived within {timeout} s")
+            await asyncio.sleep(0.01)
+        return "OK"
+
+    def _validate_handler(self, comm=None, **kw) -> str:
+        self.state.validate_state()
+        return "OK"
+
+    def versions(self, comm=None, **kw) -> dict:
+        from distributed.worker.server import _versions
+
+        return _versions()
+
+    # -- convenience for in-process tests ---------------------------------
+
+    def who_has(self, keys: Iterable | None = None) -> dict:
+        return self.state.who_has(keys)
+
+    def has_what(self, workers: Iterable | None = None) -> dict:
+        return self.state.has_what(workers)
+
+    def ncores(self) -> dict:
+        return {a: ws.nthreads for a, ws in self.state.workers.items()}
+
+    nthreads = ncores
+

@@ -1,0 +1,1215 @@
+"""SchedulerState: the scheduler's bookkeeping as a pure state machine.
+
+Rules of this file
+------------------
+Everything that decides what a task does lives here, and nothing here does
+I/O: no sockets, no coroutines, no clocks (the time is an argument where it
+matters).  Each event is a method (``update_graph``, ``handle_task_finished``,
+``remove_worker`` ...) that changes the state and returns the messages to
+send, as ``(client_msgs, worker_msgs)``: dicts mapping a client id or a
+worker address to a list of message dicts.  The ``Scheduler`` server in
+``server.py`` is a thin shell that feeds events in and sends what comes out.
+
+Theory of operation
+-------------------
+Task states::
+
+                 +----------------------------------------------+
+                 v                                              |
+    released -> waiting -> queued -> processing -> memory ---> released
+       |           |          |          |    \\                  |
+       |           +-> no-worker ---------+     +-> erred          v
+       +----------------------------------------------------> forgotten
+
+* ``released``: known, not in memory, not wanted yet (or no longer).  Its
+  ``run_spec`` is kept so it can be recomputed from its dependencies.
+* ``waiting``: wanted; waits for dependencies in ``waiting_on``.
+* ``queued``: runnable root task held back because every worker is
+  saturated; taken in priority order as slots free up.
+* ``no-worker``: runnable but no worker may run it (none connected, or
+  restrictions match none).
+* ``processing``: assigned to ``processing_on``.
+* ``memory``: held by the workers in ``who_has``.
+* ``erred``: failed; ``exception_blame`` is the task whose error it carries.
+* ``forgotten``: dropped from ``tasks``.
+
+Every change goes through ``transition(key, finish)`` which looks up
+``(start, finish)`` in a table; a pair not in the table goes through
+``released``.  Transitions return *recommendations* (more transitions),
+which ``transitions()`` applies until none are left.
+
+A key is needed while a client wants it (``who_wants``) or a task that has
+not finished depends on it (``waiters``).  When neither holds it is
+released, and forgotten once nothing depends on it at all.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from typing import Any
+
+from distributed.exceptions import FutureLost, KilledWorker, error_message
+from distributed.utils import key_split
+
+__all__ = ["SchedulerState", "TaskState", "WorkerState", "ClientState", "FIRE_AND_FORGET"]
+
+#: The pseudo-client that holds fire-and-forget keys until they finish.
+FIRE_AND_FORGET = "fire-and-forget"
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TASK_DURATION = 0.5
+# A worker holds up to this much work (seconds per thread) before root tasks
+# stay queued on the scheduler; tiny tasks need deep queues to keep threads
+# busy across the round trip, long tasks need shallow ones to keep ordering.
+_QUEUE_SECONDS = 0.02
+_MAX_TASKS_PER_THREAD = 200
+
+
+class TaskState:
+    """What the scheduler knows of one key."""
+
+    __slots__ = (
+        "key",
+        "run_spec",
+        "state",
+        "priority",
+        "prefix",
+        "dependencies",
+        "dependents",
+        "waiting_on",
+        "waiters",
+        "who_has",
+        "processing_on",
+        "who_wants",
+        "nbytes",
+        "type",
+        "exception",
+        "traceback",
+        "exception_text",
+        "traceback_text",
+        "exception_blame",
+        "retries",
+        "suspicious",
+        "worker_restrictions",
+        "loose_restrictions",
+        "resource_restrictions",
+        "duration_estimate",
+        "erred_on",
+    )
+
+    def __init__(self, key, run_spec, prefix: str):
+        self.key = key
+        self.run_spec = run_spec
+        self.state = "released"
+        self.priority: tuple = ()
+        self.prefix = prefix
+        self.dependencies: set[TaskState] = set()
+        self.dependents: set[TaskState] = set()
+        self.waiting_on: set[TaskState] = set()
+        self.waiters: set[TaskState] = set()
+        self.who_has: set[WorkerState] = set()
+        self.processing_on: WorkerState | None = None
+        self.who_wants: set[ClientState] = set()
+        self.nbytes = -1
+        self.type: str | None = None
+        self.exception = None
+        self.traceback = None
+        self.exception_text = ""
+        self.traceback_text = ""
+        self.exception_blame: TaskState | None = None
+        self.retries = 0
+        self.suspicious = 0
+        self.worker_restrictions: set | None = None
+        self.loose_restrictions = False
+        self.resource_restrictions: dict | None = None
+        self.duration_estimate = 0.0
+        self.erred_on: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<TaskState {self.key!r} {self.state}>"
+
+    @property
+    def has_restrictions(self) -> bool:
+        return bool(self.worker_restrictions or self.resource_restrictions)
+
+
+class WorkerState:
+    """What the scheduler knows of one worker."""
+
+    __slots__ = (
+        "address",
+        "name",
+        "host",
+        "nthreads",
+        "memory_limit",
+        "resources",
+        "pid",
+        "local_directory",
+        "nanny",
+        "has_what",
+        "processing",
+        "occupancy",
+        "nbytes",
+        "status",
+        "last_seen",
+        "metrics",
+        "long_running",
+    )
+
+    def __init__(self, address: str, nthreads: int, name=None, memory_limit: int = 0,
+                 resources: dict | None = None, pid: int = 0, host: str = "",
+                 local_directory: str = "", nanny: str | None = None):
+        self.address = address
+        self.name = address if name is None else name
+        self.host = host or address.split("://")[-1].rsplit(":", 1)[0]
+        self.nthreads = nthreads
+        self.memory_limit = memory_limit
+        self.resources = dict(resources or {})
+        self.pid = pid
+        self.local_directory = local_directory
+        self.nanny = nanny
+        self.has_what: dict[TaskState, None] = {}
+        self.processing: dict[TaskState, float] = {}
+        self.occupancy = 0.0
+        self.nbytes = 0
+        self.status = "running"
+        self.last_seen = 0.0
+        self.metrics: dict = {}
+        self.long_running: set[TaskState] = set()
+
+    def __repr__(self) -> str:
+        return (f"<WorkerState {self.address!r} name: {self.name}, "
+                f"processing: {len(self.processing)}, memory: {len(self.has_what)}>")
+
+    @property
+    def ncores(self) -> int:
+        return self.nthreads
+
+    def identity(self) -> dict:
+        return {
+            "type": "Worker",
+            "id": self.name,
+            "name": self.name,
+            "host": self.host,
+            "nthreads": self.nthreads,
+            "memory_limit": self.memory_limit,
+            "resources": self.resources,
+            "local_directory": self.local_directory,
+            "pid": self.pid,
+            "nanny": self.nanny,
+            "metrics": self.metrics,
+            "last_seen": self.last_seen,
+        }
+
+
+class ClientState:
+    """A connected client and the keys it wants."""
+
+    __slots__ = ("client_key", "wants_what", "last_seen")
+
+    def __init__(self, client_key: str):
+        self.client_key = client_key
+        self.wants_what: set[TaskState] = set()
+        self.last_seen = 0.0
+
+    def __repr__(self) -> str:
+        return f"<ClientState {self.client_key!r} wants {len(self.wants_what)} keys>"
+
+
+class SchedulerState:
+    """The scheduler's tasks, workers and clients, and the rules that move
+    tasks between states.
+
+    >>> state = SchedulerState()
+    >>> _ = state.add_worker("tcp://127.0.0.1:1", nthreads=1)
+    >>> state.add_client("c")
+    >>> cmsgs, wmsgs = state.update_graph(
+    ...     "c", tasks={"x": b"spec"}, dependencies={}, keys=["x"])
+    >>> state.tasks["x"].state
+    'processing'
+    >>> wmsgs["tcp://127.0.0.1:1"][0]["op"]
+    'compute-task'
+    """
+
+    def __init__(self, allowed_failures: int = 3, validate: bool = False,
+                 bandwidth: float = 100e6, transition_log_length: int = 100_000):
+        self.tasks: dict[Any, TaskState] = {}
+        self.workers: dict[str, WorkerState] = {}
+        self.clients: dict[str, ClientState] = {}
+        self.aliases: dict[Any, str] = {}  # worker name -> address
+        self.allowed_failures = allowed_failures
+        self.validate = validate
+        self.bandwidth = bandwidth
+        self.generation = 0
+        self.queued: list = []  # heap of (priority, counter, TaskState)
+        self._queue_counter = 0
+        self.unrunnable: set[TaskState] = set()
+        self.idle: dict[str, WorkerState] = {}  # workers with free slots
+        self.durations: dict[str, float] = {}  # task prefix -> mean seconds
+        self.transition_log: deque = deque(maxlen=transition_log_length)
+        self.transition_counter = 0
+        self.client_msgs: dict[str, list] = defaultdict(list)
+        self.worker_msgs: dict[str, list] = defaultdict(list)
+        self.plugins: list = []
+        self._table = {
+            ("released", "waiting"): self._released_waiting,
+            ("released", "forgotten"): self._released_forgotten,
+            ("released", "erred"): self._released_erred,
+            ("waiting", "processing"): self._waiting_processing,
+            ("waiting", "released"): self._waiting_released,
+            ("waiting", "erred"): self._released_erred,
+            ("queued", "processing"): self._queued_processing,
+            ("queued", "released"): self._waiting_released,
+            ("queued", "erred"): self._released_erred,
+            ("no-worker", "processing"): self._no_worker_processing,
+            ("no-worker", "released"): self._waiting_released,
+            ("no-worker", "erred"): self._released_erred,
+            ("processing", "memory"): self._processing_memory,
+            ("processing", "released"): self._processing_released,
+            ("processing", "erred"): self._processing_erred,
+            ("memory", "released"): self._memory_released,
+            ("erred", "released"): self._erred_released,
+        }
+
+    # ------------------------------------------------------------------
+    # The transition engine
+    # ------------------------------------------------------------------
+
+    def transition(self, key, finish: str, **kwargs) -> dict:
+        """Move ``key`` to ``finish``; returns recommendations."""
+        ts = self.tasks.get(key)
+        if ts is None:
+            return {}
+        start = ts.state
+        if start == finish:
+            return {}
+        func = self._table.get((start, finish))
+        if func is not None:
+            recs = func(ts, **kwargs)
+        elif finish in ("waiting", "forgotten") and (start, "released") in self._table:
+            recs = self._table[(start, "released")](ts)
+            recs.pop(key, None)  # the chain decides where this key goes next
+            if ts.state == "released":
+                recs.update(self._table[("released", finish)](ts, **kwargs))
+        else:
+            # A recommendation made stale by an earlier transition.
+            return {}
+        self.transition_counter += 1
+        if self.transition_log.maxlen:
+            self.transition_log.append((key, start, ts.state))
+        for plugin in self.plugins:
+            try:
+                plugin.transition(key, start, ts.state)
+            except Exception:
+                logger.exception("plugin %r failed in transition", plugin)
+        return recs
+
+    def transitions(self, recommendations: dict) -> tuple[dict, dict]:
+        """Apply recommendations until none are left; return the messages."""
+        while recommendations:
+            key, finish = recommendations.popitem()
+            new = self.transition(key, finish)
+            if new:
+                recommendations.update(new)
+        if self.validate:
+            self.validate_state()
+        return self.flush_messages()
+
+    def flush_messages(self) -> tuple[dict, dict]:
+        cmsgs, wmsgs = self.client_msgs, self.worker_msgs
+        self.client_msgs = defaultdict(list)
+        self.worker_msgs = defaultdict(list)
+        return cmsgs, wmsgs
+
+    def story(self, *keys) -> list:
+        """The transitions recorded for ``keys``."""
+        keys = set(keys)
+        return [t for t in self.transition_log if t[0] in keys]
+
+    # ------------------------------------------------------------------
+    # Transitions
+    # ------------------------------------------------------------------
+
+    def _released_waiting(self, ts: TaskState) -> dict:
+        recs: dict = {}
+        if ts.run_spec is None:
+            # Data that was scattered, never computed: nothing to rerun.
+            return self._lost(ts)
+        ts.state = "waiting"
+        for dts in ts.dependencies:
+            if dts.exception_blame is not None:
+                recs[ts.key] = "erred"
+                ts.exception_blame = dts.exception_blame
+                return recs
+            dts.waiters.add(ts)
+            if dts.state != "memory":
+                ts.waiting_on.add(dts)
+                if dts.state == "released":
+                    recs[dts.key] = "waiting"
+        if not ts.waiting_on:
+            recs[ts.key] = "processing"
+        return recs
+
+    def _lost(self, ts: TaskState) -> dict:
+        ts.state = "erred"
+        exc = FutureLost(
+            f"The data of {ts.key!r} was lost: the workers holding it are gone, "
+            "and it was scattered rather than computed, so it cannot be recomputed."
+        )
+        msg = error_message(exc)
+        ts.exception, ts.traceback = msg["exception"], msg["traceback"]
+        ts.exception_text = msg["text"]
+        ts.exception_blame = ts
+        recs = {}
+        for cs in ts.who_wants:
+            self.client_msgs[cs.client_key].append({"op": "lost-data", "key": ts.key})
+            self.client_msgs[cs.client_key].append(self._erred_msg(ts))
+        for dts in ts.dependents:
+            if dts.state in ("waiting", "queued", "no-worker", "processing"):
+                recs[dts.key] = "erred"
+        return recs
+
+    def _waiting_processing(self, ts: TaskState) -> dict:
+        if ts.waiting_on:  # a stale recommendation
+            return {}
+        if not ts.dependencies and not ts.has_restrictions:
+            ws = self._pick_idle_worker()
+            if ws is None:
+                if not self.workers:
+                    return self._to_no_worker(ts)
+                ts.state = "queued"
+                self._queue_counter += 1
+                heapq.heappush(self.queued, (ts.priority, self._queue_counter, ts))
+                return {}
+        else:
+            ws = self.decide_worker(ts)
+            if ws is None:
+                return self._to_no_worker(ts)
+        return self._assign(ts, ws)
+
+    def _to_no_worker(self, ts: TaskState) -> dict:
+        ts.state = "no-worker"
+        self.unrunnable.add(ts)
+        return {}
+
+    def _queued_processing(self, ts: TaskState, worker: str | None = None) -> dict:
+        ws = self.workers.get(worker) if worker else self._pick_idle_worker()
+        if ws is None:  # no free slot after all: back in line
+            self._queue_counter += 1
+            heapq.heappush(self.queued, (ts.priority, self._queue_counter, ts))
+            return {}
+        return self._assign(ts, ws)
+
+    def _no_worker_processing(self, ts: TaskState) -> dict:
+        self.unrunnable.discard(ts)
+        ts.state = "waiting"
+        return self._waiting_processing(ts)
+
+    def _assign(self, ts: TaskState, ws: WorkerState) -> dict:
+        duration = self.durations.get(ts.prefix, DEFAULT_TASK_DURATION)
+        ts.state = "processing"
+        ts.processing_on = ws
+        ts.duration_estimate = duration
+        ws.processing[ts] = duration
+        ws.occupancy += duration
+        self._check_idle(ws)
+        msg: dict = {"op": "compute-task", "key": ts.key, "run_spec": ts.run_spec,
+                     "priority": ts.priority, "duration": duration}
+        if ts.dependencies:
+            msg["who_has"] = {dts.key: [w.address for w in dts.who_has] for dts in ts.dependencies}
+            msg["nbytes"] = {dts.key: dts.nbytes for dts in ts.dependencies}
+        if ts.resource_restrictions:
+            msg["resource_restrictions"] = ts.resource_restrictions
+        self.worker_msgs[ws.address].append(msg)
+        return {}
+
+    def _unassign(self, ts: TaskState) -> WorkerState | None:
+        ws = ts.processing_on
+        if ws is None:
+            return None
+        ts.processing_on = None
+        duration = ws.processing.pop(ts, 0.0)
+        ws.occupancy = max(ws.occupancy - duration, 0.0)
+        ws.long_running.discard(ts)
+        if ws.address in self.workers:
+            self._check_idle(ws)
+        return ws
+
+    def _processing_memory(self, ts: TaskState, worker: str | None = None, nbytes: int = -1,
+                           type: str | None = None, duration: float | None = None) -> dict:
+        ws = self._unassign(ts)
+        if worker is not None and worker in self.workers:
+            ws = self.workers[worker]
+        recs: dict = {}
+        if duration is not None and duration >= 0:
+            old = self.durations.get(ts.prefix)
+            self.durations[ts.prefix] = duration if old is None else 0.5 * old + 0.5 * duration
+        ts.state = "memory"
+        ts.type = type
+        ts.nbytes = nbytes if nbytes >= 0 else 0
+        if ws is not None:
+            self._add_replica(ts, ws)
+        for dts in ts.dependents:
+            if ts in dts.waiting_on:
+                dts.waiting_on.discard(ts)
+                if not dts.waiting_on and dts.state == "waiting":
+                    recs[dts.key] = "processing"
+        for dts in ts.dependencies:
+            dts.waiters.discard(ts)
+            if not dts.waiters and not dts.who_wants and dts.state == "memory":
+                recs[dts.key] = "released"
+        self._drop_fire_and_forget(ts)
+        if not ts.waiters and not ts.who_wants:
+            recs[ts.key] = "released"
+        else:
+            workers = [w.address for w in ts.who_has]
+            for cs in ts.who_wants:
+                self.client_msgs[cs.client_key].append(
+                    {"op": "key-in-memory", "key": ts.key, "type": type, "workers": workers})
+        if ws is not None:
+            self._fill_worker(ws, recs)
+        return recs
+
+    def _fill_worker(self, ws: WorkerState, recs: dict) -> None:
+        """Recommend queued tasks for a worker that has free slots."""
+        if not self.queued or ws.address not in self.workers:
+            return
+        free = self._slots(ws) - len(ws.processing)
+        while free > 0 and self.queued:
+            _, _, qts = heapq.heappop(self.queued)
+            if qts.state != "queued" or qts.key in recs:
+                continue
+            recs[qts.key] = "processing"
+            free -= 1
+
+    def _add_replica(self, ts: TaskState, ws: WorkerState) -> None:
+        if ws not in ts.who_has:
+            ts.who_has.add(ws)
+            ws.has_what[ts] = None
+            ws.nbytes += max(ts.nbytes, 0)
+
+    def _remove_replica(self, ts: TaskState, ws: WorkerState) -> None:
+        if ws in ts.who_has:
+            ts.who_has.discard(ws)
+            del ws.has_what[ts]
+            ws.nbytes -= max(ts.nbytes, 0)
+
+    def _processing_released(self, ts: TaskState) -> dict:
+        ws = self._unassign(ts)
+        if ws is not None and ws.address in self.workers:
+            self.worker_msgs[ws.address].append({"op": "free-keys", "keys": [ts.key]})
+        recs = self._waiting_released(ts)
+        if ws is not None:
+            self._fill_worker(ws, recs)
+        return recs
+
+    def _waiting_released(self, ts: TaskState) -> dict:
+        self.unrunnable.discard(ts)
+        ts.state = "released"
+        ts.waiting_on.clear()
+        recs: dict = {}
+        for dts in ts.dependencies:
+            dts.waiters.discard(ts)
+            if not dts.waiters and not dts.who_wants and dts.state not in ("released", "erred"):
+                recs[dts.key] = "released"
+        if ts.who_wants or ts.waiters:
+            recs[ts.key] = "waiting"
+        elif not ts.dependents:
+            recs[ts.key] = "forgotten"
+        return recs
+
+    def _memory_released(self, ts: TaskState, lost: bool = False) -> dict:
+        recs: dict = {}
+        for ws in list(ts.who_has):
+            self._remove_replica(ts, ws)
+            if not lost:
+                self.worker_msgs[ws.address].append({"op": "free-keys", "keys": [ts.key]})
+        ts.state = "released"
+        for dts in ts.dependents:
+            if dts.state in ("waiting", "queued", "no-worker"):
+                if dts.state != "waiting":
+                    recs[dts.key] = "waiting"
+                dts.waiting_on.add(ts)
+            elif dts.state == "processing":
+                recs[dts.key] = "waiting"
+        if ts.who_wants or ts.waiters:
+            for cs in ts.who_wants:
+                self.client_msgs[cs.client_key].append({"op": "lost-data", "key": ts.key})
+            recs[ts.key] = "waiting"
+        elif not ts.dependents:
+            recs[ts.key] = "forgotten"
+        return recs
+
+    def _released_forgotten(self, ts: TaskState) -> dict:
+        if ts.dependents or ts.who_wants or ts.waiters:
+            return {}  # still part of some lineage
+        recs: dict = {}
+        for dts in ts.dependencies:
+            dts.dependents.discard(ts)
+            dts.waiters.discard(ts)
+            if not dts.dependents and not dts.who_wants and not dts.waiters:
+                recs[dts.key] = "forgotten"
+        ts.dependencies.clear()
+        ts.state = "forgotten"
+        ts.exception_blame = None
+        del self.tasks[ts.key]
+        return recs
+
+    def _released_erred(self, ts: TaskState) -> dict:
+        self.unrunnable.discard(ts)
+        ts.waiting_on.clear()
+        blame = ts.exception_blame
+        if blame is None:
+            for dts in ts.dependencies:
+                if dts.exception_blame is not None:
+                    blame = dts.exception_blame
+                    break
+        if blame is None:
+            raise RuntimeError(f"task {ts.key!r} erred with no cause")
+        ts.exception_blame = blame
+        ts.state = "erred"
+        return self._report_error(ts)
+
+    def _report_error(self, ts: TaskState) -> dict:
+        recs: dict = {}
+        for dts in ts.dependencies:
+            dts.waiters.discard(ts)
+            if not dts.waiters and not dts.who_wants and dts.state == "memory":
+                recs[dts.key] = "released"
+        for dts in ts.dependents:
+            if dts.state not in ("erred", "memory", "forgotten"):
+                dts.exception_blame = ts.exception_blame
+                recs[dts.key] = "erred"
+        for cs in ts.who_wants:
+            self.client_msgs[cs.client_key].append(self._erred_msg(ts))
+        self._drop_fire_and_forget(ts)
+        return recs
+
+    def _drop_fire_and_forget(self, ts: TaskState) -> None:
+        """A fire-and-forget key is held only until it finishes."""
+        cs = self.clients.get(FIRE_AND_FORGET)
+        if cs is not None and cs in ts.who_wants:
+            ts.who_wants.discard(cs)
+            cs.wants_what.discard(ts)
+
+    def _erred_msg(self, ts: TaskState) -> dict:
+        blame = ts.exception_blame or ts
+        return {"op": "task-erred", "key": ts.key, "exception": blame.exception,
+                "traceback": blame.traceback, "traceback_text": blame.traceback_text}
+
+    def _processing_erred(self, ts: TaskState, worker: str | None = None, exception=None,
+                          traceback=None, exception_text: str = "", traceback_text: str = "") -> dict:
+        ws = self._unassign(ts)
+        if ws is not None:
+            ts.erred_on.add(ws.address)
+        if exception is not None:
+            ts.exception = exception
+            ts.traceback = traceback
+            ts.exception_text = exception_text
+            ts.traceback_text = traceback_text
+            ts.exception_blame = ts
+        elif ts.exception_blame is None:
+            ts.exception_blame = ts
+        ts.state = "erred"
+        recs = self._report_error(ts)
+        if ws is not None:
+            self._fill_worker(ws, recs)
+        return recs
+
+    def _erred_released(self, ts: TaskState) -> dict:
+        ts.exception = ts.traceback = None
+        ts.exception_text = ts.traceback_text = ""
+        ts.exception_blame = None
+        ts.erred_on.clear()
+        ts.state = "released"
+        recs: dict = {}
+        for dts in ts.dependents:
+            if dts.state == "erred":
+                recs[dts.key] = "released"
+        if ts.who_wants or ts.waiters:
+            recs[ts.key] = "waiting"
+        elif not ts.dependents:
+            recs[ts.key] = "forgotten"
+        return recs
+
+    # ------------------------------------------------------------------
+    # Placement
+    # ------------------------------------------------------------------
+
+    def _slots(self, ws: WorkerState) -> int:
+        """How many tasks a worker may hold before root tasks queue."""
+        mean = self._mean_duration()
+        per_thread = max(2, min(_MAX_TASKS_PER_THREAD, math.ceil(_QUEUE_SECONDS / max(mean, 1e-6))))
+        return (ws.nthreads + len(ws.long_running)) * per_thread
+
+    def _mean_duration(self) -> float:
+        d = self.durations
+        if not d:
+            return DEFAULT_TASK_DURATION
+        if len(d) > 50:
+            return DEFAULT_TASK_DURATION / 10
+        return sum(d.values()) / len(d)
+
+    def _check_idle(self, ws: WorkerState) -> None:
+        if len(ws.processing) < self._slots(ws) and ws.status == "running":
+            self.idle[ws.address] = ws
+        else:
+            self.idle.pop(ws.address, None)
+
+    def _pick_idle_worker(self) -> WorkerState | None:
+        """The least busy worker with a free slot, or None."""
+        idle = self.idle
+        while idle:
+            if len(idle) <= 32:
+                ws = min(idle.values(), key=lambda w: len(w.processing) / w.nthreads)
+            else:
+                ws = next(iter(idle.values()))
+            if len(ws.processing) < self._slots(ws) and ws.status == "running":
+                return ws
+            del idle[ws.address]
+        return None
+
+    def valid_workers(self, ts: TaskState) -> list[WorkerState] | None:
+        """Workers allowed to run ``ts``; None means all of them."""
+        if not ts.has_restrictions:
+            return None
+        workers = self.workers.values()
+        out = []
+        for ws in workers:
+            if ws.status != "running":
+                continue
+            allowed = ts.worker_restrictions
+            if allowed and not (ws.address in allowed or ws.host in allowed
+                                or ws.name in allowed or str(ws.name) in allowed):
+                continue
+            if ts.resource_restrictions:
+                if any(ws.resources.get(r, 0) < need for r, need in ts.resource_restrictions.items()):
+                    continue
+            out.append(ws)
+        if not out and ts.loose_restrictions and not ts.resource_restrictions:
+            return None
+        return out
+
+    def decide_worker(self, ts: TaskState) -> WorkerState | None:
+        """Where to run ``ts``: the worker that minimizes the expected start
+        time (queued work plus moving the inputs it lacks)."""
+        valid = self.valid_workers(ts)
+        if valid is not None:
+            candidates = valid
+        else:
+            cands: dict[str, WorkerState] = {}
+            for dts in ts.dependencies:
+                for ws in dts.who_has:
+                    cands[ws.address] = ws
+            ws_idle = self._pick_idle_worker()
+            if ws_idle is not None:
+                cands[ws_idle.address] = ws_idle
+            if not cands:
+                cands = {a: w for a, w in self.workers.items() if w.status == "running"}
+            candidates = list(cands.values())
+        if not candidates:
+            return None
+        if len(candidates) == 1:
+            return candidates[0]
+        bandwidth = self.bandwidth
+
+        def cost(ws: WorkerState):
+            missing = sum(max(dts.nbytes, 0) for dts in ts.dependencies if ws not in dts.who_has)
+            return (ws.occupancy / ws.nthreads + missing / bandwidth, len(ws.processing), ws.address)
+
+        return min(candidates, key=cost)
+
+    # ------------------------------------------------------------------
+    # Events from clients
+    # ------------------------------------------------------------------
+
+    def add_client(self, client: str, now: float = 0.0) -> None:
+        if client not in self.clients:
+            self.clients[client] = ClientState(client)
+        self.clients[client].last_seen = now
+
+    def remove_client(self, client: str) -> tuple[dict, dict]:
+        cs = self.clients.pop(client, None)
+        if cs is None:
+            return {}, {}
+        recs = self._release_wants(cs, [ts.key for ts in cs.wants_what])
+        cmsgs, wmsgs = self.transitions(recs)
+        cmsgs.pop(client, None)
+        return cmsgs, wmsgs
+
+    def update_graph(
+        self,
+        client: str,
+        tasks: dict,
+        dependencies: dict,
+        keys: Iterable,
+        priority: dict | None = None,
+        user_priority: int | dict = 0,
+        restrictions: dict | None = None,
+        loose_restrictions: Iterable | None = None,
+        resources: dict | None = None,
+        retries: dict | None = None,
+    ) -> tuple[dict, dict]:
+        """New tasks from a client; ``keys`` are the ones it wants back.
+
+        ``tasks`` maps key -> opaque run spec; ``dependencies`` maps key ->
+        keys it needs (new ones or ones already known); ``priority`` maps
+        key -> graph order (lower runs first).
+        """
+        if client not in self.clients:
+            self.add_client(client)
+        cs = self.clients[client]
+        self.generation += 1
+        generation = self.generation
+        priority = priority or {}
+        recs: dict = {}
+        new = []
+        touched = []
+        for key, spec in tasks.items():
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = TaskState(key, spec, key_split(key))
+                self.tasks[key] = ts
+                new.append(ts)
+            elif ts.run_spec is None and ts.state in ("released", "erred"):
+                ts.run_spec = spec
+            touched.append(ts)
+        # Dependencies: every named key must exist
+        missing_deps: dict = {}
+        for ts in new:
+            for dkey in dependencies.get(ts.key, ()):
+                dts = self.tasks.get(dkey)
+                if dts is None:
+                    missing_deps.setdefault(ts.key, []).append(dkey)
+                    continue
+                ts.dependencies.add(dts)
+                dts.dependents.add(ts)
+        for ts in touched:
+            up = user_priority.get(ts.key, 0) if isinstance(user_priority, dict) else user_priority
+            if ts.state in ("released",) or ts in new:
+                ts.priority = (-up, generation, priority.get(ts.key, 0))
+        if restrictions:
+            for key, workers in restrictions.items():
+                ts = self.tasks.get(key)
+                if ts is None or ts.state != "released" or workers is None:
+                    continue
+                if isinstance(workers, (str, int)) or not isinstance(workers, Iterable):
+                    workers = [workers]
+                ts.worker_restrictions = {_normalize_restriction(w) for w in workers}
+        for key in loose_restrictions or ():
+            if key in self.tasks:
+                self.tasks[key].loose_restrictions = True
+        for key, res in (resources or {}).items():
+            if key in self.tasks and res:
+                self.tasks[key].resource_restrictions = dict(res)
+        for key, n in (retries or {}).items():
+            if key in self.tasks and n:
+                self.tasks[key].retries = n
+        for key, dkeys in missing_deps.items():
+            ts = self.tasks[key]
+            exc = KeyError(
+                f"Task {key!r} depends on {dkeys!r}, which the scheduler does not hold "
+                "(the futures were released or cancelled before this task was submitted)"
+            )
+            msg = error_message(exc)
+            ts.exception, ts.traceback = msg["exception"], msg["traceback"]
+            ts.exception_text = msg["text"]
+            ts.exception_blame = ts
+            recs[key] = "erred"
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            ts.who_wants.add(cs)
+            cs.wants_what.add(ts)
+            if ts.state == "memory":
+                self.client_msgs[client].append({"op": "key-in-memory", "key": key, "type": ts.type,
+                                                 "workers": [w.address for w in ts.who_has]})
+            elif ts.state == "erred":
+                self.client_msgs[client].append(self._erred_msg(ts))
+            elif ts.state == "released" and key not in recs:
+                recs[key] = "waiting"
+        for ts in new:
+            if ts.state == "released" and ts.key not in recs and (ts.waiters or ts.who_wants or ts.dependents):
+                recs[ts.key] = "waiting"
+        # Apply the recommendations for the new tasks in priority order so
+        # that queued root tasks and assignments follow graph order.
+        ordered = dict(sorted(recs.items(), key=lambda kv: self._prio_of(kv[0]), reverse=True))
+        return self._run_in_order(ordered)
+
+    def _prio_of(self, key):
+        ts = self.tasks.get(key)
+        return ts.priority if ts is not None and ts.priority else (0,)
+
+    def _run_in_order(self, ordered: dict) -> tuple[dict, dict]:
+        """Like ``transitions`` but takes ``ordered`` from its end (the
+        highest priority last in, first out) while following each chain."""
+        return self.transitions(ordered)
+
+    def client_releases_keys(self, client: str, keys: Iterable) -> tuple[dict, dict]:
+        """A client dropped its last future for ``keys``."""
+        cs = self.clients.get(client)
+        if cs is None:
+            return {}, {}
+        return self.transitions(self._release_wants(cs, keys))
+
+    def _release_wants(self, cs: ClientState, keys: Iterable) -> dict:
+        recs: dict = {}
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None or ts not in cs.wants_what:
+                continue
+            cs.wants_what.discard(ts)
+            ts.who_wants.discard(cs)
+            if not ts.who_wants and not ts.waiters:
+                if ts.state in ("released", "erred"):
+                    if not ts.dependents:
+                        recs[key] = "forgotten"
+                    elif ts.state == "erred":
+                        recs[key] = "released"
+                else:
+                    recs[key] = "released"
+        return recs
+
+    def client_desires_keys(self, client: str, keys: Iterable) -> tuple[dict, dict]:
+        return self.update_graph(client, {}, {}, keys)
+
+    def fire_and_forget(self, keys: Iterable) -> tuple[dict, dict]:
+        """Keep ``keys`` until they finish even if no client wants them."""
+        keys = [k for k in keys if k in self.tasks and self.tasks[k].state not in ("memory", "erred")]
+        return self.update_graph(FIRE_AND_FORGET, {}, {}, keys)
+
+    def retry(self, keys: Iterable) -> tuple[dict, dict]:
+        """Run erred ``keys`` again, with the erred tasks they depend on."""
+        erred: list[TaskState] = []
+        stack = [self.tasks[k] for k in keys if k in self.tasks]
+        seen: set = set()
+        while stack:
+            ts = stack.pop()
+            if ts.key in seen or ts.state != "erred":
+                continue
+            seen.add(ts.key)
+            erred.append(ts)
+            stack.extend(ts.dependencies)
+        recs: dict = {}
+        for ts in reversed(erred):  # dependencies first
+            if ts.state == "erred":
+                recs.update(self._erred_released(ts))
+        for ts in erred:
+            if ts.state == "released" and (ts.who_wants or ts.waiters or ts.dependents):
+                recs[ts.key] = "waiting"
+        return self.transitions(recs)
+
+    def cancel_keys(self, client: str, keys: Iterable, force: bool = False) -> tuple[dict, dict]:
+        """Cancel ``keys`` for ``client`` (for every client with ``force``)."""
+        recs: dict = {}
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            clients = list(ts.who_wants) if force else [self.clients.get(client)]
+            for cs in clients:
+                if cs is None:
+                    continue
+                self.client_msgs[cs.client_key].append({"op": "cancelled-keys", "keys": [key]})
+                recs.update(self._release_wants(cs, [key]))
+        return self.transitions(recs)
+
+    def update_data(self, who_has: dict, nbytes: dict, client: str | None = None,
+                    types: dict | None = None) -> tuple[dict, dict]:
+        """Data placed directly on workers (scatter)."""
+        if client is not None and client not in self.clients:
+            self.add_client(client)
+        cs = self.clients.get(client) if client else None
+        recs: dict = {}
+        for key, workers in who_has.items():
+            ts = self.tasks.get(key)
+            if ts is None:
+                ts = TaskState(key, None, key_split(key))
+                self.tasks[key] = ts
+            holders = [self.workers[w] for w in workers if w in self.workers]
+            if ts.state in ("memory",):
+                for ws in holders:
+                    self._add_replica(ts, ws)
+            elif holders:
+                if ts.state != "released":
+                    recs.update(self.transition(key, "released"))
+                ts.state = "memory"
+                ts.nbytes = nbytes.get(key, 0)
+                ts.type = (types or {}).get(key)
+                for ws in holders:
+                    self._add_replica(ts, ws)
+                for dts in ts.dependents:
+                    if ts in dts.waiting_on:
+                        dts.waiting_on.discard(ts)
+                        if not dts.waiting_on and dts.state == "waiting":
+                            recs[dts.key] = "processing"
+            if cs is not None:
+                ts.who_wants.add(cs)
+                cs.wants_what.add(ts)
+            for c in ts.who_wants:
+                self.client_msgs[c.client_key].append(
+                    {"op": "key-in-memory", "key": key, "type": ts.type,
+                     "workers": [w.address for w in ts.who_has]})
+        return self.transitions(recs)
+
+    # ------------------------------------------------------------------
+    # Events from workers
+    # ------------------------------------------------------------------
+
+    def add_worker(self, address: str, nthreads: int, name=None, memory_limit: int = 0,
+                   resources: dict | None = None, pid: int = 0, host: str = "",
+                   local_directory: str = "", nanny: str | None = None,
+                   keys: Iterable = (), nbytes: dict | None = None, now: float = 0.0) -> tuple[dict, dict]:
+        if address in self.workers:
+            raise ValueError(f"worker {address} is already registered")
+        if name is not None and name in self.aliases and self.aliases[name] != address:
+            raise ValueError(f"a worker named {name!r} is already registered")
+        ws = WorkerState(address, nthreads, name, memory_limit, resources, pid, host,
+                         local_directory, nanny)
+        ws.last_seen = now
+        self.workers[address] = ws
+        self.aliases[ws.name] = address
+        self._check_idle(ws)
+        recs: dict = {}
+        nbytes = nbytes or {}
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == "memory":
+                ts.nbytes = nbytes.get(key, ts.nbytes)
+                self._add_replica(ts, ws)
+            else:
+                self.worker_msgs[address].append({"op": "free-keys", "keys": [key]})
+        for ts in list(self.unrunnable):
+            recs[ts.key] = "processing"
+        self._fill_worker(ws, recs)
+        return self.transitions(recs)
+
+    def remove_worker(self, address: str, safe: bool = False) -> tuple[dict, dict]:
+        """A worker left.  Its tasks are rescheduled; keys it alone held are
+        recomputed from their dependencies (or reported lost).  Unless
+        ``safe``, the tasks it was most likely running count a death and fail
+        with ``KilledWorker`` after ``allowed_failures`` deaths."""
+        ws = self.workers.pop(address, None)
+        if ws is None:
+            return {}, {}
+        if self.aliases.get(ws.name) == address:
+            del self.aliases[ws.name]
+        self.idle.pop(address, None)
+        ws.status = "closed"
+        recs: dict = {}
+        processing = list(ws.processing)
+        if not safe:
+            # Workers run in priority order: the highest-priority tasks are
+            # the ones that were executing when the worker died.
+            running = heapq.nsmallest(ws.nthreads + len(ws.long_running), processing,
+                                      key=lambda t: t.priority)
+            for ts in {*running, *ws.long_running}:
+                ts.suspicious += 1
+        for ts in processing:
+            self._unassign(ts)
+            if ts.suspicious > self.allowed_failures:
+                exc = KilledWorker(ts.key, address, self.allowed_failures)
+                msg = error_message(exc)
+                ts.exception, ts.traceback = msg["exception"], msg["traceback"]
+                ts.exception_text = msg["text"]
+                ts.exception_blame = ts
+                ts.state = "processing"
+                recs[ts.key] = "erred"
+            else:
+                ts.state = "processing"
+                recs[ts.key] = "released"
+        for ts in list(ws.has_what):
+            self._remove_replica(ts, ws)
+            if not ts.who_has and ts.state == "memory":
+                recs.update(self._memory_released(ts, lost=True))
+        return self.transitions(recs)
+
+    def handle_task_finished(self, key, worker: str, nbytes: int = -1, type: str | None = None,
+                             duration: float | None = None) -> tuple[dict, dict]:
+        ts = self.tasks.get(key)
+        ws = self.workers.get(worker)
+        if ws is None:
+            return {}, {}
+        if ts is None:
+            self.worker_msgs[worker].append({"op": "free-keys", "keys": [key]})
+            return self.flush_messages()
+        if ts.state == "processing" and ts.processing_on is ws:
+            return self.transitions(self.transition(key, "memory", worker=worker, nbytes=nbytes,
+                                                    type=type, duration=duration))
+        if ts.state == "memory":
+            self._add_replica(ts, ws)
+            return self.flush_messages()
+        # A stale result: the task was released or moved meanwhile.
+        self.worker_msgs[worker].append({"op": "free-keys", "keys": [key]})
+        return self.flush_messages()
+
+    def handle_task_erred(self, key, worker: str, exception=None, traceback=None,
+                          exception_text: str = "", traceback_text: str = "") -> tuple[dict, dict]:
+        ts = self.tasks.get(key)
+        ws = self.workers.get(worker)
+        if ts is None or ws is None or ts.state != "processing" or ts.processing_on is not ws:
+            return {}, {}
+        if ts.retries > 0:
+            ts.retries -= 1
+            return self.transitions(self._processing_released(ts))
+        return self.transitions(self.transition(
+            key, "erred", worker=worker, exception=exception, traceback=traceback,
+            exception_text=exception_text, traceback_text=traceback_text))
+
+    def handle_missing_data(self, key, errant_worker: str) -> tuple[dict, dict]:
+        """Someone could not find ``key`` on ``errant_worker``."""
+        ts = self.tasks.get(key)
+        ws = self.workers.get(errant_worker)
+        if ts is None or ws is None or ws not in ts.who_has:
+            return {}, {}
+        self._remove_replica(ts, ws)
+        if not ts.who_has and ts.state == "memory":
+            return self.transitions(self._memory_released(ts, lost=True))
+        return self.flush_messages()
+
+    def handle_release_worker_data(self, key, worker: str) -> tuple[dict, dict]:
+        """A worker dropped its copy of ``key``."""
+        ts = self.tasks.get(key)
+        ws = self.workers.get(worker)
+        if ts is None or ws is None or ws not in ts.who_has:
+            return {}, {}
+        self._remove_replica(ts, ws)
+        if not ts.who_has and ts.state == "memory":
+            return self.transitions(self._memory_released(ts, lost=True))
+        return {}, {}
+
+    def handle_add_keys(self, worker: str, keys: Iterable, nbytes: dict | None = None) -> tuple[dict, dict]:
+        """A worker now also holds ``keys`` (replicas it fetched)."""
+        ws = self.workers.get(worker)
+        if ws is None:
+            return {}, {}
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == "memory":
+                self._add_replica(ts, ws)
+            else:
+                self.worker_msgs[worker].append({"op": "free-keys", "keys": [key]})
+        return self.flush_messages()
+
+    def handle_long_running(self, key, worker: str) -> tuple[dict, dict]:
+        """A task seceded from its worker's thread pool: its thread is free."""
+        ts = self.tasks.get(key)
+        ws = self.workers.get(worker)
+        if ts is None or ws is None or ts.processing_on is not ws:
+            return {}, {}
+        ws.long_running.add(ts)
+        duration = ws.processing.get(ts, 0.0)
+        ws.occupancy = max(ws.occupancy - duration, 0.0)
+        ws.processing[ts] = 0.0
+        recs: dict = {}
+        self._fill_worker(ws, recs)
+        self._check_idle(ws)
+        return self.transitions(recs)
+
+    def check_worker_ttl(self, now: float, ttl: float) -> list[str]:
+        """Workers whose last heartbeat is older than ``ttl`` seconds."""
+        return [ws.address for ws in self.workers.values() if now - ws.last_seen > ttl]
+
+    # ------------------------------------------------------------------
+    # Queries
+    # ------------------------------------------------------------------
+
+    def who_has(self, keys: Iterable | None = None) -> dict:
+        keys = self.tasks if keys is None else keys
+        return {k: [ws.address for ws in self.tasks[k].who_has] if k in self.tasks else []
+                for k in keys}
+
+    def has_what(self, workers: Iterable | None = None) -> dict:
+        addrs = self.workers if workers is None else [self.coerce_address(w) for w in workers]
+        return {a: [ts.key for ts in self.workers[a].has_what] if a in self.workers else []
+                for a in addrs}
+
+    def coerce_address(self, worker) -> str:
+        """A worker address from an address, a name, or host:port."""
+        if worker in self.aliases:
+            return self.aliases[worker]
+        if isinstance(worker, str) and worker in self.workers:
+            return worker
+        if isinstance(worker, str) and "://" not in worker and f"tcp://{worker}" in self.workers:
+            return f"tcp://{worker}"
+        if isinstance(worker, (tuple, list)) and len(worker) == 2:
+            return f"tcp://{worker[0]}:{worker[1]}"
+        return worker
+
+    # ------------------------------------------------------------------
+    # Validation
+    # ------------------------------------------------------------------
+
+    def validate_state(self) -> None:
+        """Check every invariant; raises AssertionError naming the broken one."""
+        for key, ts in self.tasks.items():
+            assert ts.key == key, (ts, key)
+            self._validate_task(ts)
+        for addr, ws in self.workers.items():
+            assert ws.address == addr
+            for ts in ws.has_what:
+                assert ws in ts.who_has, ("has_what/who_has mismatch", ts, ws)
+                assert ts.state == "memory", ("worker holds non-memory task", ts)
+            for ts in ws.processing:
+                assert ts.processing_on is ws, ("processing mismatch", ts, ws)
+                assert ts.state == "processing", ts
+            assert ws.nbytes == sum(max(t.nbytes, 0) for t in ws.has_what), ("nbytes", ws)
+        for cs in self.clients.values():
+            for ts in cs.wants_what:
+                assert cs in ts.who_wants, ("wants_what/who_wants", ts, cs)
+                assert ts.key in self.tasks, ("client wants forgotten key", ts)
+        for ts in self.unrunnable:
+            assert ts.state == "no-worker", ts
+
+    def _validate_task(self, ts: TaskState) -> None:
+        for dts in ts.dependencies:
+            assert ts in dts.dependents, ("dependents mismatch", ts, dts)
+            assert dts.key in self.tasks, ("dependency forgotten", ts, dts)
+        for dts in ts.dependents:
+            assert ts in dts.dependencies, ("dependencies mismatch", ts, dts)
+        for dts in ts.waiters:
+            assert ts in dts.dependencies, ("waiter is not a dependent", ts, dts)
+            assert dts.state not in ("memory", "released", "forgotten"), ("finished waiter", ts, dts)
+        for cs in ts.who_wants:
+            assert ts in cs.wants_what
+        state = ts.state
+        if state == "memory":
+            assert ts.who_has, ("memory task without holders", ts)
+            assert ts.processing_on is None
+            assert not ts.waiting_on
+        else:
+            assert not ts.who_has, ("non-memory task with holders", ts, ts.who_has)
+        if state == "processing":
+            ws = ts.processing_on
+            assert ws is not None and ws.address in self.workers, ("processing on dead worker", ts)
+            assert ts in ws.processing
+            assert not ts.waiting_on, ("processing with missing deps", ts, ts.waiting_on)
+            for dts in ts.dependencies:
+                assert dts.state == "memory", ("processing with non-memory dep", ts, dts)
+        else:
+            assert ts.processing_on is None, ("not processing but assigned", ts)
+        if state == "waiting":
+            assert ts.waiting_on, ("waiting with nothing to wait on", ts)
+            for dts in ts.waiting_on:
+                assert dts.state != "memory", ("waiting on memory dep", ts, dts)
+                assert ts in dts.waiters
+        if state == "queued":
+            assert not ts.dependencies and not ts.waiting_on
+        if state == "erred":
+            assert ts.exception_blame is not None, ts
+        if state == "released":
+            assert not ts.waiting_on
+
+
+def _normalize_restriction(worker) -> str:
+    """Addresses without a scheme get ``tcp://``; names and hosts stay."""
+    if isinstance(worker, (tuple, list)) and len(worker) == 2:
+        return f"tcp://{worker[0]}:{worker[1]}"
+    if isinstance(worker, str) and "://" not in worker and ":" in worker:
+        return f"tcp://{worker}"
+    return worker

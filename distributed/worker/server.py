@@ -1,0 +1,676 @@
+"""The Worker server: holds data, runs tasks, serves data to peers.
+
+The bookkeeping lives in ``WorkerState`` (``state.py``); this class feeds it
+messages from the scheduler and results from the thread pool, and carries
+out what it returns: running tasks, fetching inputs from peers and sending
+messages to the scheduler over one batched stream.
+
+Everything here runs on the worker's event loop except user functions,
+which run in ``self.executor``; their results come back with
+``loop.add_callback``.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import MutableMapping
+from typing import Any
+
+import psutil
+
+from distributed import config
+from distributed.batched import BatchedSend
+from distributed.comm import CommClosedError, connect, get_address_host, normalize_address
+from distributed.core import NO_REPLY, Server, Status, send_recv
+from distributed.exceptions import Reschedule, error_message
+from distributed.protocol import Serialize, loads_function
+from distributed.spec import run_spec_call
+from distributed.threadpool import ThreadPool, set_task_hooks
+from distributed.utils import sizeof, thread_state
+from distributed.worker.state import Execute, GatherDep, WorkerState
+
+__all__ = ["Worker", "get_worker", "parse_memory_limit"]
+
+logger = logging.getLogger(__name__)
+
+
+def parse_memory_limit(memory_limit, nthreads: int, total_cores: int | None = None) -> int:
+    """Bytes from ``'auto'``, a fraction of system memory, a size string or
+    a number; 0 or None means no limit.
+
+    >>> parse_memory_limit("4GB", 1)
+    4000000000
+    >>> parse_memory_limit(0, 1)
+    0
+    """
+    if memory_limit is None or memory_limit == 0:
+        return 0
+    total = psutil.virtual_memory().total
+    if memory_limit == "auto":
+        cores = total_cores or os.cpu_count() or 1
+        return int(total * min(1, nthreads / cores))
+    if isinstance(memory_limit, str):
+        try:
+            memory_limit = float(memory_limit)
+        except ValueError:
+            return min(config.parse_bytes(memory_limit), total)
+    if isinstance(memory_limit, float) and memory_limit <= 1:
+        return int(total * memory_limit)
+    return int(memory_limit)
+
+
+def _choose_host(scheduler_address: str) -> str:
+    """The local address that reaches the scheduler (never 0.0.0.0)."""
+    host = get_address_host(scheduler_address)
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return "127.0.0.1"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((host, 1))  # no packet is sent for UDP connect
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+class Worker(Server):
+    """A worker: ``Worker(scheduler_address, nthreads=2)``, started with
+    ``await worker`` (or ``async with``).
+
+    >>> async def main():                               # doctest: +SKIP
+    ...     async with Worker("tcp://127.0.0.1:8786", nthreads=2) as w:
+    ...         await w.finished()
+    """
+
+    _instances: weakref.WeakSet = weakref.WeakSet()
+
+    def __init__(
+        self,
+        scheduler_ip=None,
+        scheduler_port: int | None = None,
+        ncores: int | None = None,
+        nthreads: int | None = None,
+        name: Any = None,
+        memory_limit="auto",
+        resources: dict | None = None,
+        loop=None,
+        ip: str | None = None,
+        host: str | None = None,
+        port: int = 0,
+        local_dir: str | None = None,
+        local_directory: str | None = None,
+        validate: bool | None = None,
+        heartbeat_interval: float | str | None = None,
+        death_timeout: float | str | None = None,
+        scheduler_file: str | None = None,
+        executor=None,
+        data: MutableMapping | None = None,
+        nanny: str | None = None,
+        contact_address: str | None = None,
+        **kwargs,
+    ):
+        if scheduler_file is not None and scheduler_ip is None:
+            import json
+
+            with open(scheduler_file) as f:
+                scheduler_ip = json.load(f)["address"]
+        if scheduler_ip is None:
+            raise ValueError("Worker needs a scheduler address")
+        if scheduler_port is not None:
+            scheduler_ip = f"{scheduler_ip}:{scheduler_port}"
+        self.scheduler_address = normalize_address(scheduler_ip)
+        self.nthreads = int(nthreads or ncores or os.cpu_count() or 1)
+        if self.nthreads < 1:
+            raise ValueError(f"nthreads must be at least 1, not {self.nthreads}")
+        self.name = name
+        self.memory_limit = parse_memory_limit(memory_limit, self.nthreads)
+        self.resources = dict(resources or {})
+        self._requested_host = ip or host
+        self._requested_port = port
+        self.contact_address = contact_address
+        self.validate = validate if validate is not None else config.get("distributed.worker.validate", False)
+        self.heartbeat_interval = config.get_timedelta(
+            "distributed.worker.heartbeat-interval", heartbeat_interval)
+        self.death_timeout = config.parse_timedelta(death_timeout) if death_timeout is not None else None
+        self.nanny = nanny
+        self._own_local_dir = None
+        local_directory = local_directory or local_dir
+        if local_directory is None:
+            local_directory = tempfile.mkdtemp(prefix="dask-worker-space-")
+            self._own_local_dir = local_directory
+        else:
+            os.makedirs(local_directory, exist_ok=True)
+        self.local_directory = local_directory
+        self.data: MutableMapping = data if data is not None else {}
+        self.executor = executor or ThreadPool(self.nthreads, name="Dask-Worker-Threads")
+        self._own_executor = executor is None
+        self.state = WorkerState(self.nthreads, self.data, resources=self.resources,
+                                 max_gather_peers=config.get("distributed.worker.connections.outgoing", 50),
+                                 validate=self.validate)
+        self.batched_stream: BatchedSend | None = None
+        self._scheduler_comm = None
+        self._closed_event: asyncio.Event | None = None
+        self._registered = False
+        self._loop_ref = None
+        self.outgoing_transfers = 0
+        self.incoming_transfers = 0
+        self.startstops: dict = {}
+        handlers = {
+            "get_data": self.get_data,
+            "update_data": self.update_data,
+            "delete_data": self.delete_data,
+            "keys": self.keys,
+            "run": self.run,
+            "run_coroutine": self.run_coroutine,
+            "upload_file": self.upload_file,
+            "terminate": self.terminate,
+            "close": self.terminate,
+            "gather": self.gather_from_peers,
+            "versions": self.versions,
+        }
+        stream_handlers = {
+            "compute-task": self._handle_compute_task,
+            "free-keys": self._handle_free_keys,
+            "acquire-replicas": self._handle_acquire_replicas,
+            "refresh-who-has": self._handle_refresh_who_has,
+            "close": self._handle_close_request,
+        }
+        super().__init__(handlers, stream_handlers)
+        Worker._instances.add(self)
+
+    # ------------------------------------------------------------------
+    # Lifecycle
+    # ------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return (f"<Worker {self.address!r}, name: {self.name}, status: {self.status}, "
+                f"stored: {len(self.data)}, running: {len(self.state.executing)}/{self.nthreads}, "
+                f"ready: {len(self.state.ready)}>")
+
+    @property
+    def ncores(self) -> int:
+        return self.nthreads
+
+    @property
+    def executing_count(self) -> int:
+        return len(self.state.executing)
+
+    @property
+    def tasks(self) -> dict:
+        return self.state.tasks
+
+    def __await__(self):
+        return self.start().__await__()
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def _start(self, port: int | None = None, **kwargs):
+        if port is not None:
+            self._requested_port = port
+        return await self.start()
+
+    async def start(self) -> Worker:
+        """Listen, register with the scheduler, start heartbeats."""
+        if self.status == Status.running:
+            return self
+        if self.status != Status.init:
+            raise RuntimeError(f"cannot start a worker that is {self.status}")
+        self.status = Status.starting
+        self._closed_event = asyncio.Event()
+        self._loop_ref = self.loop
+        host = self._requested_host or _choose_host(self.scheduler_address)
+        port = self._requested_port or 0
+        await self.listen(f"tcp://{host}:{port}")
+        self.state.address = self.address
+        if self.name is None:
+            self.name = self.address
+        try:
+            await self._register_with_scheduler()
+        except BaseException:
+            await self.close(report=False)
+            raise
+        self.status = Status.running
+        self.start_periodic_callback("heartbeat", self.heartbeat, self.heartbeat_interval)
+        logger.info("Worker %s started (%d threads), scheduler %s",
+                    self.address, self.nthreads, self.scheduler_address)
+        return self
+
+    async def _register_with_scheduler(self) -> None:
+        timeout = self.death_timeout or config.get_timedelta("distributed.comm.timeouts.connect")
+        try:
+            comm = await connect(self.scheduler_address, timeout=timeout)
+        except OSError as e:
+            raise OSError(
+                f"Worker could not reach the scheduler at {self.scheduler_address} within "
+                f"{timeout} s; is it running, and is the address right? ({e})") from e
+        comm.name = "worker->scheduler"
+        await comm.write({
+            "op": "register-worker",
+            "address": self.address,
+            "nthreads": self.nthreads,
+            "name": self.name,
+            "memory_limit": self.memory_limit,
+            "resources": self.resources,
+            "pid": os.getpid(),
+            "host": get_address_host(self.address),
+            "local_directory": self.local_directory,
+            "nanny": self.nanny,
+            "keys": list(self.data),
+            "nbytes": {k: ts.nbytes for k, ts in self.state.tasks.items() if ts.state == "memory"},
+            "reply": True,
+        })
+        response = await comm.read()
+        if not isinstance(response, dict) or response.get("status") != "OK":
+            comm.abort()
+            message = response.get("message") if isinstance(response, dict) else response
+            raise ValueError(f"scheduler refused registration: {message}")
+        self._scheduler_comm = comm
+        self.batched_stream = BatchedSend(name="worker->scheduler")
+        self.batched_stream.start(comm)
+        self._registered = True
+        self.spawn(self._listen_to_scheduler(comm))
+
+    async def _listen_to_scheduler(self, comm) -> None:
+        await self.handle_stream(comm)
+        if self.status in (Status.running, Status.paused):
+            logger.warning("Worker %s lost its connection to the scheduler", self.address)
+            self.spawn(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """Register again with a scheduler that went away, or close."""
+        deadline = time.monotonic() + (self.death_timeout or 60)
+        self._registered = False
+        while self.status in (Status.running, Status.paused) and time.monotonic() < deadline:
+            try:
+                await self._register_with_scheduler()
+                logger.info("Worker %s registered again with %s", self.address, self.scheduler_address)
+                self._flush_scheduler_msgs()
+                return
+            except (OSError, CommClosedError, ValueError) as e:
+                logger.debug("reconnect failed: %s", e)
+                await asyncio.sleep(0.5)
+        if self.status in (Status.running, Status.paused):
+            logger.error("Worker %s could not reach the scheduler again; closing", self.address)
+            await self.close(report=False)
+
+    async def heartbeat(self) -> None:
+        if not self._registered or self.status not in (Status.running, Status.paused):
+            return
+        try:
+            response = await self.rpc(self.scheduler_address).heartbeat_worker(
+                address=self.address, metrics=self.metrics())
+        except (OSError, CommClosedError):
+            return
+        except Exception as e:
+            logger.debug("heartbeat failed: %s", e)
+            return
+        if isinstance(response, dict) and response.get("status") == "missing":
+            if self._scheduler_comm is not None:
+                self._scheduler_comm.abort()  # the stream handler reconnects
+
+    def metrics(self) -> dict:
+        proc = psutil.Process()
+        return {
+            "executing": len(self.state.executing),
+            "in_memory": len(self.data),
+            "ready": len(self.state.ready),
+            "in_flight": len(self.state.in_flight_workers),
+            "memory": proc.memory_info().rss,
+            "cpu": 0.0,
+        }
+
+    async def close(self, report: bool = True, timeout: float = 10, executor_wait: bool = True,
+                    nanny: bool = True, **kwargs) -> None:
+        """Stop the worker; idempotent."""
+        if self.status in (Status.closing, Status.closed):
+            if self._closed_event is not None:
+                await self._closed_event.wait()
+            return
+        self.status = Status.closing
+        for pc in self.periodic_callbacks.values():
+            pc.stop()
+        if report and self.batched_stream is not None and not self.batched_stream.closed():
+            try:
+                self.batched_stream.send({"op": "unregister"})
+            except CommClosedError:
+                pass
+        if self.batched_stream is not None:
+            await self.batched_stream.close(timeout=2)
+        await self.close_server()
+        if self._own_executor:
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.executor.shutdown(wait=executor_wait, timeout=timeout))
+        if self._own_local_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._own_local_dir, ignore_errors=True)
+        self.status = Status.closed
+        if self._closed_event is not None:
+            self._closed_event.set()
+        logger.info("Worker %s closed", self.address)
+
+    _close = close
+
+    async def finished(self) -> None:
+        """Wait until the worker has closed."""
+        if self._closed_event is not None:
+            await self._closed_event.wait()
+
+    def terminate(self, comm=None, report: bool = True, **kwargs) -> str:
+        self.spawn(self.close(report=report))
+        return "OK"
+
+    def _handle_close_request(self, reason: str = "", **kwargs) -> None:
+        logger.info("Worker %s asked to close by the scheduler: %s", self.address, reason)
+        self.spawn(self.close(report=False))
+
+    # ------------------------------------------------------------------
+    # Stream handlers: the scheduler's instructions
+    # ------------------------------------------------------------------
+
+    def _handle_compute_task(self, key, run_spec=None, priority=(), who_has=None, nbytes=None,
+                             resource_restrictions=None, duration=0.0, **kwargs) -> None:
+        self._act(self.state.handle_compute_task(
+            key, run_spec, priority, who_has, nbytes, resource_restrictions, duration))
+
+    def _handle_free_keys(self, keys=(), **kwargs) -> None:
+        self._act(self.state.handle_free_keys(keys))
+
+    def _handle_acquire_replicas(self, who_has=None, nbytes=None, **kwargs) -> None:
+        self._act(self.state.handle_acquire_replicas(who_has or {}, nbytes or {}))
+
+    def _handle_refresh_who_has(self, who_has=None, **kwargs) -> None:
+        self._act(self.state.handle_new_holders(who_has or {}))
+
+    # ------------------------------------------------------------------
+    # Carrying out instructions
+    # ------------------------------------------------------------------
+
+    def _act(self, instructions: list) -> None:
+        for inst in instructions:
+            if type(inst) is Execute:
+                self._execute(inst.key)
+            elif type(inst) is GatherDep:
+                self.spawn(self._gather_dep(inst))
+        self._flush_scheduler_msgs()
+        if self.validate:
+            self.state.validate_state()
+
+    def _flush_scheduler_msgs(self) -> None:
+        msgs = self.state.scheduler_msgs
+        if not msgs:
+            return
+        stream = self.batched_stream
+        if stream is None or stream.closed():
+            return  # kept; sent after reconnecting
+        self.state.scheduler_msgs = []
+        stream.send(*msgs)
+
+    def _execute(self, key) -> None:
+        ts = self.state.tasks[key]
+        spec = ts.run_spec
+        try:
+            if not isinstance(spec, dict):
+                raise TypeError(f"malformed task specification for {key!r}: {type(spec).__name__}")
+            fbytes = spec.get("func")
+            func = loads_function(fbytes) if fbytes is not None else None
+            args, kwargs = spec.get("args", ((), {}))
+            walk = bool(spec.get("walk"))
+            deps = {dts.key: self.data[dts.key] for dts in ts.dependencies}
+        except Exception as e:
+            self._task_done(key, False, error_message(e), 0.0, 0.0)
+            return
+        if func is not None and inspect.iscoroutinefunction(func):
+            self.spawn(self._run_async_task(key, func, args, kwargs, deps, walk))
+            return
+        self.executor.submit_nowait(self._run_in_thread, key, func, args, kwargs, deps, walk)
+
+    def _run_in_thread(self, key, func, args, kwargs, deps, walk) -> None:
+        thread_state.key = key
+        thread_state.worker = self
+        thread_state.execution_state = {"scheduler": self.scheduler_address, "worker": self.address}
+        set_task_hooks(lambda: self._loop_ref.add_callback(self._seceded, key), None)
+        start = time.time()
+        try:
+            result = run_spec_call(func, args, kwargs, deps, walk)
+            ok = True
+        except Reschedule:
+            result, ok = None, None
+        except BaseException as e:  # SystemExit in a task must not pass silently
+            result = error_message(e)
+            ok = False
+        finally:
+            thread_state.key = None
+            set_task_hooks(None, None)
+        stop = time.time()
+        try:
+            self._loop_ref.add_callback(self._task_done, key, ok, result, start, stop)
+        except RuntimeError:  # loop closed while the task ran
+            pass
+
+    async def _run_async_task(self, key, func, args, kwargs, deps, walk) -> None:
+        start = time.time()
+        try:
+            result = await run_spec_call(func, args, kwargs, deps, walk)
+            ok = True
+        except Exception as e:
+            result = error_message(e)
+            ok = False
+        self._task_done(key, ok, result, start, time.time())
+
+    def _seceded(self, key) -> None:
+        self._act(self.state.handle_secede(key))
+
+    def _task_done(self, key, ok: bool, result, start: float, stop: float) -> None:
+        if self.status == Status.closed:
+            return
+        self.startstops[key] = (start, stop)
+        if len(self.startstops) > 10_000:
+            self.startstops.pop(next(iter(self.startstops)))
+        if ok is None:
+            self._act(self.state.handle_reschedule(key))
+        elif ok:
+            nbytes = sizeof(result)
+            typ = type(result).__name__
+            self._act(self.state.handle_execute_success(key, result, nbytes, typ, stop - start))
+        else:
+            self._act(self.state.handle_execute_failure(key, _task_error_fields(result)))
+
+    async def _gather_dep(self, inst: GatherDep) -> None:
+        self.incoming_transfers += 1
+        try:
+            response = await self.rpc(inst.worker).get_data(keys=inst.keys, who=self.address)
+            data = response.get("data", {}) if isinstance(response, dict) else {}
+            instructions = self.state.handle_gather_dep_success(inst.worker, inst.keys, data)
+        except (OSError, CommClosedError) as e:
+            logger.info("Worker %s: could not fetch %d keys from %s: %s",
+                        self.address, len(inst.keys), inst.worker, e)
+            self.rpc.remove(inst.worker)
+            instructions = self.state.handle_gather_dep_failure(inst.worker, inst.keys)
+        except Exception as e:
+            logger.exception("Worker %s: error fetching from %s", self.address, inst.worker)
+            instructions = self.state.handle_gather_dep_failure(inst.worker, inst.keys)
+            del e
+        finally:
+            self.incoming_transfers -= 1
+        if self.status in (Status.running, Status.paused):
+            self._act(instructions)
+
+    # ------------------------------------------------------------------
+    # RPC handlers
+    # ------------------------------------------------------------------
+
+    def get_data(self, comm=None, keys=(), who=None, **kwargs) -> dict:
+        """Values of the keys held here (missing keys are left out)."""
+        data = self.data
+        out = {}
+        for k in keys:
+            try:
+                out[k] = Serialize(data[k])
+            except KeyError:
+                pass
+        self.outgoing_transfers += 1
+        return {"status": "OK", "data": out}
+
+    def update_data(self, comm=None, data=None, report: bool = True, **kwargs) -> dict:
+        """Store values sent to us directly (scatter)."""
+        data = data or {}
+        nbytes = {k: sizeof(v) for k, v in data.items()}
+        types = {k: type(v).__name__ for k, v in data.items()}
+        self.state.handle_update_data(data, nbytes, types)
+        if report and self.batched_stream is not None and not self.batched_stream.closed():
+            self.batched_stream.send({"op": "add-keys", "keys": list(data), "nbytes": nbytes})
+        return {"nbytes": nbytes, "types": types, "status": "OK"}
+
+    def delete_data(self, comm=None, keys=(), **kwargs) -> str:
+        self._act(self.state.handle_free_keys(keys))
+        return "OK"
+
+    def keys(self, comm=None, **kwargs) -> list:
+        return list(self.data)
+
+    async def gather_from_peers(self, comm=None, who_has=None, **kwargs) -> dict:
+        """Fetch ``who_has`` keys from peers into our own memory."""
+        who_has = who_has or {}
+        missing = {}
+        for key, holders in who_has.items():
+            if key in self.data:
+                continue
+            for holder in holders:
+                try:
+                    response = await self.rpc(holder).get_data(keys=[key], who=self.address)
+                except (OSError, CommClosedError):
+                    continue
+                if key in response.get("data", {}):
+                    value = response["data"][key]
+                    self.update_data(data={key: value}, report=False)
+                    break
+            else:
+                missing[key] = holders
+        return {"status": "OK" if not missing else "partial-fail", "keys": missing}
+
+    async def run(self, comm=None, function=None, args=(), kwargs=None, wait: bool = True) -> dict:
+        return await _run_function(self, "dask_worker", function, args, kwargs or {}, wait)
+
+    async def run_coroutine(self, comm=None, function=None, args=(), kwargs=None, wait: bool = True) -> dict:
+        return await _run_function(self, "dask_worker", function, args, kwargs or {}, wait)
+
+    def upload_file(self, comm=None, filename: str = "", data: bytes = b"", load: bool = True) -> dict:
+        return _save_and_import(self.local_directory, filename, data, load)
+
+    def versions(self, comm=None, **kwargs) -> dict:
+        return _versions()
+
+
+def _task_error_fields(msg: dict) -> dict:
+    return {
+        "exception": msg["exception"],
+        "traceback": msg["traceback"],
+        "exception_text": msg.get("exception_text", ""),
+        "traceback_text": msg.get("traceback_text", ""),
+    }
+
+
+async def _run_function(server, param: str, function, args, kwargs, wait: bool) -> dict:
+    """Run ``function`` in this server's process for ``client.run``."""
+    from distributed.protocol.serialize import pickle_loads
+
+    try:
+        if isinstance(function, (bytes, bytearray, memoryview)):
+            function = pickle_loads(function)
+        if isinstance(args, (bytes, bytearray, memoryview)):
+            args = pickle_loads(args)
+        if isinstance(kwargs, (bytes, bytearray, memoryview)):
+            kwargs = pickle_loads(kwargs)
+        kwargs = dict(kwargs)
+        if _has_parameter(function, param):
+            kwargs[param] = server
+        result = function(*args, **kwargs)
+        if inspect.isawaitable(result):
+            if wait:
+                result = await result
+            else:
+                server.spawn(result)
+                result = None
+        return {"status": "OK", "result": Serialize(result)}
+    except Exception as e:
+        return error_message(e)
+
+
+def _has_parameter(func, name: str) -> bool:
+    try:
+        return name in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _save_and_import(directory: str, filename: str, data: bytes, load: bool) -> dict:
+    import importlib
+
+    out = os.path.join(directory, os.path.basename(filename))
+    with open(out, "wb") as f:
+        f.write(bytes(data))
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    if load:
+        try:
+            name, ext = os.path.splitext(os.path.basename(filename))
+            if ext in (".py", ".pyc"):
+                importlib.invalidate_caches()
+                if name in sys.modules:
+                    importlib.reload(sys.modules[name])
+                else:
+                    importlib.import_module(name)
+            elif ext in (".egg", ".zip"):
+                sys.path.insert(0, out)
+                importlib.invalidate_caches()
+        except Exception as e:
+            return error_message(e)
+    return {"status": "OK", "nbytes": len(data)}
+
+
+def _versions() -> dict:
+    import platform
+
+    import cloudpickle
+    import msgpack
+    import tornado
+
+    import distributed
+
+    return {
+        "python": platform.python_version(),
+        "distributed": distributed.__version__,
+        "tornado": tornado.version,
+        "msgpack": ".".join(map(str, msgpack.version)),
+        "cloudpickle": cloudpickle.__version__,
+    }
+
+
+def get_worker() -> Worker:
+    """The worker running the current task.
+
+    >>> def task():                     # doctest: +SKIP
+    ...     return get_worker().address
+    """
+    worker = getattr(thread_state, "worker", None)
+    if worker is not None:
+        return worker
+    running = [w for w in list(Worker._instances) if w.status == Status.running]
+    if threading.current_thread() is threading.main_thread() or not running:
+        pass
+    if len(running) == 1:
+        return running[0]
+    raise ValueError("get_worker() called outside of a task running on a worker")

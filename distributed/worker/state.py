@@ -1,0 +1,565 @@
+"""WorkerState: a worker's bookkeeping as a pure state machine.
+
+Rules of this file
+------------------
+No I/O, no threads, no clocks.  The ``Worker`` server calls one ``handle_*``
+method per stimulus (a message from the scheduler, a finished execution, a
+finished transfer) and carries out the instructions it returns:
+
+* ``Execute(key)``: run the task in the thread pool;
+* ``GatherDep(worker, keys)``: fetch these keys from that peer in one request;
+* messages for the scheduler accumulate in ``scheduler_msgs``
+  (``task-finished``, ``task-erred``, ``add-keys``, ``missing-data``, ...).
+
+Theory of operation
+-------------------
+Tasks to compute::
+
+    waiting --(inputs in memory)--> ready --> executing --> memory
+                                                  \\--> error
+
+Inputs held elsewhere::
+
+    fetch --> flight --> memory
+       \\         \\--> fetch (another holder) / missing (none left)
+
+A task released by the scheduler while it is executing or in flight is
+``cancelled``: the thread or transfer cannot be interrupted, so its result is
+dropped when it arrives, unless the scheduler asks for the key again first,
+in which case the task resumes its previous state.
+
+``ready`` tasks run in priority order (a heap), at most ``nthreads`` at a
+time, and only while their resource needs fit what is free.
+"""
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+__all__ = ["WorkerState", "TaskState", "Execute", "GatherDep"]
+
+#: Fetch requests are bundled up to about this many bytes per peer.
+TRANSFER_BYTES_TARGET = 50_000_000
+
+
+class Execute(NamedTuple):
+    key: Any
+
+
+class GatherDep(NamedTuple):
+    worker: str
+    keys: list
+    nbytes: int
+
+
+class TaskState:
+    """What a worker knows of one key."""
+
+    __slots__ = (
+        "key",
+        "state",
+        "previous",
+        "run_spec",
+        "priority",
+        "dependencies",
+        "dependents",
+        "waiting_for_data",
+        "who_has",
+        "coming_from",
+        "nbytes",
+        "type",
+        "resource_restrictions",
+        "duration",
+        "wanted",
+    )
+
+    def __init__(self, key):
+        self.key = key
+        self.state = "released"
+        self.previous: str | None = None
+        self.run_spec = None
+        self.priority: tuple = ()
+        self.dependencies: set[TaskState] = set()
+        self.dependents: set[TaskState] = set()
+        self.waiting_for_data: set[TaskState] = set()
+        self.who_has: set[str] = set()
+        self.coming_from: str | None = None
+        self.nbytes = 0
+        self.type: str | None = None
+        self.resource_restrictions: dict | None = None
+        self.duration = 0.0
+        self.wanted = False  # the scheduler asked us to compute it
+
+    def __repr__(self) -> str:
+        return f"<TaskState {self.key!r} {self.state}>"
+
+    def __lt__(self, other: TaskState) -> bool:
+        return self.priority < other.priority
+
+
+class WorkerState:
+    """Tasks, dependencies and slots of one worker.
+
+    ``data`` is the worker's mapping of results; this class only adds and
+    removes keys.
+
+    >>> ws = WorkerState(nthreads=1, data={}, address="tcp://127.0.0.1:2")
+    >>> ws.handle_compute_task("x", run_spec="spec", priority=(0,))
+    [Execute(key='x')]
+    >>> ws.handle_execute_success("x", 42, nbytes=28)
+    []
+    >>> ws.data["x"], ws.scheduler_msgs[-1]["op"]
+    (42, 'task-finished')
+    """
+
+    def __init__(self, nthreads: int, data, address: str = "", resources: dict | None = None,
+                 max_gather_peers: int = 10, validate: bool = False,
+                 story_length: int = 10_000):
+        self.nthreads = nthreads
+        self.data = data
+        self.address = address
+        self.total_resources = dict(resources or {})
+        self.available_resources = dict(resources or {})
+        self.max_gather_peers = max_gather_peers
+        self.validate = validate
+        self.tasks: dict[Any, TaskState] = {}
+        self.ready: list = []  # heap of (priority, counter, TaskState)
+        self._counter = 0
+        self.constrained: deque[TaskState] = deque()
+        self.executing: set[TaskState] = set()
+        self.long_running: set[TaskState] = set()
+        self.data_needed: list = []  # heap of (priority, counter, TaskState) to fetch
+        self.in_flight_workers: dict[str, set[TaskState]] = {}
+        self.busy_workers: set[str] = set()
+        self.scheduler_msgs: list = []
+        self.log: deque = deque(maxlen=story_length)
+        self.paused = False
+
+    # ------------------------------------------------------------------
+    # Stimuli from the scheduler
+    # ------------------------------------------------------------------
+
+    def handle_compute_task(self, key, run_spec, priority=(), who_has: dict | None = None,
+                            nbytes: dict | None = None, resource_restrictions: dict | None = None,
+                            duration: float = 0.0) -> list:
+        ts = self._ensure_task(key)
+        self.log.append((key, "compute-task", ts.state))
+        state = ts.state
+        if state == "memory":
+            self.scheduler_msgs.append(self._finished_msg(ts))
+            return []
+        if state in ("waiting", "ready", "executing", "long-running", "constrained"):
+            return []
+        if state == "cancelled":
+            ts.wanted = True
+            if ts.previous in ("executing", "long-running"):
+                ts.state = ts.previous
+                ts.previous = None
+                return []
+            # It was a transfer in flight: compute it once the transfer ends.
+            ts.run_spec = run_spec
+            ts.priority = priority
+            ts.resource_restrictions = resource_restrictions
+            ts.state = "flight"
+            ts.previous = None
+            return []
+        ts.run_spec = run_spec
+        ts.priority = priority
+        ts.resource_restrictions = resource_restrictions
+        ts.duration = duration
+        ts.wanted = True
+        if state in ("fetch", "flight", "missing"):
+            if state == "flight":  # a transfer is running: let it finish
+                return []
+        nbytes = nbytes or {}
+        for dkey, holders in (who_has or {}).items():
+            dts = self._ensure_task(dkey)
+            ts.dependencies.add(dts)
+            dts.dependents.add(ts)
+            if dkey in nbytes:
+                dts.nbytes = nbytes[dkey]
+            holders = [h for h in holders if h != self.address]
+            dts.who_has.update(holders)
+            if dts.state != "memory":
+                ts.waiting_for_data.add(dts)
+                if dts.state in ("released", "missing", "error"):
+                    self._to_fetch(dts)
+        if ts.waiting_for_data:
+            ts.state = "waiting"
+        else:
+            self._to_ready(ts)
+        return self._next()
+
+    def handle_free_keys(self, keys: Iterable) -> list:
+        """The scheduler no longer needs ``keys`` here."""
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            self.log.append((key, "free-keys", ts.state))
+            ts.wanted = False
+            if ts.state in ("executing", "long-running", "flight"):
+                if any(d.wanted and d.state not in ("memory", "released") for d in ts.dependents):
+                    continue  # still an input of a task here
+                ts.previous = ts.state
+                ts.state = "cancelled"
+            elif ts.state == "cancelled":
+                pass
+            else:
+                if any(d.wanted and d.state not in ("memory", "released") for d in ts.dependents):
+                    continue
+                self._release(ts)
+        return self._next()
+
+    def handle_update_data(self, data: dict, nbytes: dict | None = None,
+                           types: dict | None = None) -> None:
+        """Data put here directly (scatter, replicate)."""
+        for key, value in data.items():
+            ts = self._ensure_task(key)
+            self.data[key] = value
+            ts.nbytes = (nbytes or {}).get(key, ts.nbytes)
+            ts.type = (types or {}).get(key)
+            self._to_memory(ts)
+
+    def handle_acquire_replicas(self, who_has: dict, nbytes: dict) -> list:
+        """Fetch copies of keys held elsewhere (replicate)."""
+        for key, holders in who_has.items():
+            ts = self._ensure_task(key)
+            if ts.state == "memory":
+                continue
+            ts.nbytes = nbytes.get(key, ts.nbytes)
+            ts.who_has.update(h for h in holders if h != self.address)
+            if ts.state in ("released", "missing"):
+                ts.priority = (1,)
+                self._to_fetch(ts)
+        return self._next()
+
+    # ------------------------------------------------------------------
+    # Stimuli from our own execution and transfers
+    # ------------------------------------------------------------------
+
+    def handle_execute_success(self, key, value, nbytes: int, type: str | None = None,
+                               duration: float | None = None) -> list:
+        ts = self.tasks.get(key)
+        if ts is None:
+            return self._next()
+        self._finish_execution(ts)
+        if ts.state == "cancelled":
+            self._release(ts)
+            return self._next()
+        self.data[key] = value
+        ts.nbytes = nbytes
+        ts.type = type
+        self._to_memory(ts)
+        msg = self._finished_msg(ts)
+        if duration is not None:
+            msg["duration"] = duration
+        self.scheduler_msgs.append(msg)
+        return self._next()
+
+    def handle_execute_failure(self, key, error: dict) -> list:
+        ts = self.tasks.get(key)
+        if ts is None:
+            return self._next()
+        self._finish_execution(ts)
+        if ts.state == "cancelled":
+            self._release(ts)
+            return self._next()
+        ts.state = "error"
+        self.log.append((key, "error"))
+        self.scheduler_msgs.append({"op": "task-erred", "key": key, **error})
+        return self._next()
+
+    def handle_reschedule(self, key) -> list:
+        """The task asked to be rescheduled elsewhere (``Reschedule``)."""
+        ts = self.tasks.get(key)
+        if ts is None:
+            return self._next()
+        self._finish_execution(ts)
+        self._release(ts)
+        self.scheduler_msgs.append({"op": "reschedule", "key": key})
+        return self._next()
+
+    def handle_secede(self, key) -> list:
+        """A running task left the thread pool; its slot is free."""
+        ts = self.tasks.get(key)
+        if ts is None or ts not in self.executing:
+            return []
+        self.executing.discard(ts)
+        self.long_running.add(ts)
+        if ts.state == "executing":
+            ts.state = "long-running"
+        self._release_resources(ts)
+        self.scheduler_msgs.append({"op": "long-running", "key": key})
+        return self._next()
+
+    def handle_gather_dep_success(self, worker: str, requested: Iterable, data: dict) -> list:
+        """A transfer from ``worker`` finished; ``data`` may lack some keys."""
+        self.in_flight_workers.pop(worker, None)
+        got = []
+        for key in requested:
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            ts.coming_from = None
+            if key in data:
+                if ts.state == "cancelled":
+                    self._release(ts)
+                    continue
+                if ts.state != "flight":
+                    continue
+                self.data[key] = data[key]
+                self._to_memory(ts)
+                if ts.wanted and ts.run_spec is not None:
+                    self.scheduler_msgs.append(self._finished_msg(ts))
+                else:
+                    got.append(key)
+            else:
+                ts.who_has.discard(worker)
+                if ts.state == "cancelled":
+                    self._release(ts)
+                    continue
+                self.scheduler_msgs.append({"op": "missing-data", "key": key, "errant_worker": worker})
+                if ts.state == "flight":
+                    self._to_fetch(ts)
+        if got:
+            self.scheduler_msgs.append(
+                {"op": "add-keys", "keys": got, "nbytes": {k: self.tasks[k].nbytes for k in got}})
+        return self._next()
+
+    def handle_gather_dep_failure(self, worker: str, requested: Iterable) -> list:
+        """``worker`` could not be reached: forget it as a holder of anything."""
+        self.in_flight_workers.pop(worker, None)
+        for ts in self.tasks.values():
+            ts.who_has.discard(worker)
+        for key in requested:
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            ts.coming_from = None
+            if ts.state == "cancelled":
+                self._release(ts)
+                continue
+            if ts.state == "flight":
+                self.scheduler_msgs.append({"op": "missing-data", "key": key, "errant_worker": worker})
+                self._to_fetch(ts)
+        return self._next()
+
+    def handle_new_holders(self, who_has: dict) -> list:
+        """Fresh locations for keys we could not find."""
+        for key, holders in who_has.items():
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            ts.who_has.update(h for h in holders if h != self.address)
+            if ts.state == "missing" and ts.who_has:
+                self._to_fetch(ts)
+        return self._next()
+
+    def handle_pause(self, paused: bool) -> list:
+        self.paused = paused
+        return self._next()
+
+    # ------------------------------------------------------------------
+    # Internal moves
+    # ------------------------------------------------------------------
+
+    def _ensure_task(self, key) -> TaskState:
+        ts = self.tasks.get(key)
+        if ts is None:
+            ts = self.tasks[key] = TaskState(key)
+        return ts
+
+    def _finished_msg(self, ts: TaskState) -> dict:
+        return {"op": "task-finished", "key": ts.key, "nbytes": ts.nbytes, "type": ts.type}
+
+    def _to_ready(self, ts: TaskState) -> None:
+        ts.state = "ready"
+        self._counter += 1
+        heapq.heappush(self.ready, (ts.priority, self._counter, ts))
+
+    def _to_fetch(self, ts: TaskState) -> None:
+        if not ts.who_has:
+            ts.state = "missing"
+            self.scheduler_msgs.append({"op": "request-who-has", "keys": [ts.key]})
+            return
+        ts.state = "fetch"
+        if not ts.priority:
+            ts.priority = min((d.priority for d in ts.dependents if d.priority), default=(0,))
+        self._counter += 1
+        heapq.heappush(self.data_needed, (ts.priority, self._counter, ts))
+
+    def _to_memory(self, ts: TaskState) -> None:
+        ts.state = "memory"
+        ts.previous = None
+        ts.who_has.clear()
+        self.log.append((ts.key, "memory"))
+        for dts in ts.dependents:
+            if ts in dts.waiting_for_data:
+                dts.waiting_for_data.discard(ts)
+                if not dts.waiting_for_data and dts.state == "waiting":
+                    self._to_ready(dts)
+
+    def _finish_execution(self, ts: TaskState) -> None:
+        self.executing.discard(ts)
+        self.long_running.discard(ts)
+        self._release_resources(ts)
+
+    def _release_resources(self, ts: TaskState) -> None:
+        if ts.resource_restrictions:
+            for r, n in ts.resource_restrictions.items():
+                self.available_resources[r] = self.available_resources.get(r, 0) + n
+
+    def _release(self, ts: TaskState) -> None:
+        """Forget a task here (its data too)."""
+        self.log.append((ts.key, "release", ts.state))
+        self.data.pop(ts.key, None)
+        ts.state = "released"
+        ts.previous = None
+        ts.run_spec = None
+        ts.wanted = False
+        ts.waiting_for_data.clear()
+        for dts in ts.dependencies:
+            dts.dependents.discard(ts)
+            if not dts.dependents and not dts.wanted and dts.state in ("fetch", "missing"):
+                self._forget(dts)
+            elif not dts.dependents and dts.state == "flight":
+                dts.previous = "flight"
+                dts.state = "cancelled"
+        ts.dependencies.clear()
+        if not ts.dependents:
+            self._forget(ts)
+
+    def _forget(self, ts: TaskState) -> None:
+        if ts.state in ("executing", "long-running", "cancelled", "flight"):
+            return
+        ts.state = "released"
+        self.data.pop(ts.key, None)
+        if self.tasks.get(ts.key) is ts:
+            del self.tasks[ts.key]
+
+    # ------------------------------------------------------------------
+    # Deciding what to start
+    # ------------------------------------------------------------------
+
+    def _next(self) -> list:
+        return self._ensure_computing() + self._ensure_communicating()
+
+    def _resources_fit(self, ts: TaskState) -> bool:
+        need = ts.resource_restrictions
+        if not need:
+            return True
+        avail = self.available_resources
+        return all(avail.get(r, 0) >= n for r, n in need.items())
+
+    def _ensure_computing(self) -> list:
+        if self.paused:
+            return []
+        out = []
+        # Tasks waiting for resources first: they are the oldest ready work.
+        if self.constrained:
+            keep: deque = deque()
+            while self.constrained and len(self.executing) < self.nthreads:
+                ts = self.constrained.popleft()
+                if ts.state != "constrained":
+                    continue
+                if self._resources_fit(ts):
+                    out.append(self._start(ts))
+                else:
+                    keep.append(ts)
+            keep.extend(self.constrained)
+            self.constrained = keep
+        ready = self.ready
+        while ready and len(self.executing) < self.nthreads:
+            _, _, ts = heapq.heappop(ready)
+            if ts.state != "ready":
+                continue
+            if not self._resources_fit(ts):
+                ts.state = "constrained"
+                self.constrained.append(ts)
+                continue
+            out.append(self._start(ts))
+        return out
+
+    def _start(self, ts: TaskState) -> Execute:
+        ts.state = "executing"
+        self.executing.add(ts)
+        if ts.resource_restrictions:
+            for r, n in ts.resource_restrictions.items():
+                self.available_resources[r] = self.available_resources.get(r, 0) - n
+        return Execute(ts.key)
+
+    def _ensure_communicating(self) -> list:
+        out = []
+        skipped = []
+        heap = self.data_needed
+        while heap and len(self.in_flight_workers) < self.max_gather_peers:
+            item = heapq.heappop(heap)
+            ts = item[2]
+            if ts.state != "fetch":
+                continue
+            holders = [w for w in ts.who_has if w not in self.in_flight_workers]
+            if not holders:
+                if not ts.who_has:
+                    self._to_fetch(ts)  # becomes missing
+                else:
+                    skipped.append(item)
+                continue
+            worker = min(holders)
+            keys = [ts]
+            total = max(ts.nbytes, 0)
+            # Bundle other keys this peer holds, highest priority first.
+            rest = []
+            while heap and total < TRANSFER_BYTES_TARGET:
+                other = heapq.heappop(heap)
+                ots = other[2]
+                if ots.state != "fetch":
+                    continue
+                if worker in ots.who_has:
+                    keys.append(ots)
+                    total += max(ots.nbytes, 0)
+                else:
+                    rest.append(other)
+            for other in rest:
+                heapq.heappush(heap, other)
+            for kts in keys:
+                kts.state = "flight"
+                kts.coming_from = worker
+            self.in_flight_workers[worker] = set(keys)
+            out.append(GatherDep(worker, [k.key for k in keys], total))
+        for item in skipped:
+            heapq.heappush(heap, item)
+        return out
+
+    # ------------------------------------------------------------------
+    # Inspection
+    # ------------------------------------------------------------------
+
+    def story(self, *keys) -> list:
+        keys = set(keys)
+        return [entry for entry in self.log if entry[0] in keys]
+
+    def validate_state(self) -> None:
+        for key, ts in self.tasks.items():
+            assert ts.key == key
+            if ts.state == "memory":
+                assert key in self.data, ("memory task without data", ts)
+            if ts.state == "waiting":
+                assert ts.waiting_for_data, ("waiting for nothing", ts)
+            for dts in ts.waiting_for_data:
+                assert dts.state != "memory", ("waiting on memory dep", ts, dts)
+            if ts.state == "executing":
+                assert ts in self.executing
+            if ts.state == "flight":
+                assert ts.coming_from in self.in_flight_workers, ("flight without transfer", ts)
+        for ts in self.executing:
+            assert ts.state in ("executing", "cancelled"), ts
+        assert len([t for t in self.executing]) <= self.nthreads + len(self.long_running)
+
+    def counts(self) -> dict:
+        out: dict = defaultdict(int)
+        for ts in self.tasks.values():
+            out[ts.state] += 1
+        return dict(out)
