@@ -205,6 +205,7 @@ class LoopRunner:
     def __init__(self, loop: IOLoop | None = None, asynchronous: bool = False):
         self.asynchronous = asynchronous
         self._started = False
+        self._owns_loop = loop is None and not asynchronous
         if asynchronous:
             self.loop = loop or IOLoop.current()
         else:
@@ -256,10 +257,13 @@ class LoopRunner:
             return
         self.loop.add_callback(self.loop.stop)
         thread.join(timeout)
-        try:
-            self.loop.close(all_fds=True)
-        except Exception:
-            pass
+        if self._owns_loop:  # a loop we were given is closed by its owner
+            aloop = self.loop.asyncio_loop
+            try:
+                aloop.run_until_complete(aloop.shutdown_default_executor())
+                self.loop.close(all_fds=True)
+            except Exception:
+                pass
 
     def is_started(self) -> bool:
         return self._started

@@ -201,6 +201,8 @@ async def connect(
                 f"Timed out trying to connect to {address} after {timeout} s"
             ) from None
     sock = stream.socket
+    if sock is None:  # accepted, then closed at once (a server shutting down)
+        raise CommClosedError(f"connection to {address} was closed while connecting")
     local = sock.getsockname()
     comm = Comm(
         stream,

@@ -298,7 +298,7 @@ class Worker(Server):
                 logger.info("Worker %s registered again with %s", self.address, self.scheduler_address)
                 self._flush_scheduler_msgs()
                 return
-            except (OSError, CommClosedError, ValueError) as e:
+            except Exception as e:
                 logger.debug("reconnect failed: %s", e)
                 await asyncio.sleep(0.5)
         if self.status in (Status.running, Status.paused):

@@ -1,0 +1,731 @@
+"""The public test harness: decorators, fixtures and task helpers.
+
+Three kinds of tests:
+
+* ``@gen_cluster``: scheduler, workers and (optionally) a client in one
+  event loop in this thread.  For logic and for inspecting state; the
+  scheduler validates its state after every change.
+* ``with cluster() as (s, [a, b])``: a scheduler and workers in child
+  processes; for the blocking API and hard failures (kill a worker).
+* ``with popen([...])``: command-line tools.
+
+Everything started is closed afterwards, and a test that leaves threads,
+sockets or child processes behind fails (``clean``).
+
+``from distributed.utils_test import *`` in a ``conftest.py`` brings the
+fixtures: ``loop``, ``loop_in_thread``, ``cleanup``, ``cluster_fixture``,
+``s``, ``a``, ``b``, ``c``/``client``.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import io
+import logging
+import multiprocessing
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import psutil
+import pytest
+from tornado import gen
+from tornado.ioloop import IOLoop
+
+from distributed import config
+from distributed.client import Client, _global_clients
+from distributed.scheduler.server import Scheduler
+from distributed.worker.server import Worker
+
+__all__ = [
+    "gen_cluster",
+    "gen_test",
+    "cluster",
+    "popen",
+    "clean",
+    "pristine_loop",
+    "loop",
+    "loop_in_thread",
+    "cleanup",
+    "cluster_fixture",
+    "s",
+    "a",
+    "b",
+    "c",
+    "client",
+    "inc",
+    "dec",
+    "add",
+    "mul",
+    "div",
+    "double",
+    "throws",
+    "slowinc",
+    "slowdec",
+    "slowadd",
+    "slowsum",
+    "slowidentity",
+    "randominc",
+    "varying",
+    "geninc",
+    "asyncinc",
+    "wait_for_port",
+    "captured_logger",
+    "wait_for",
+    "async_wait_for",
+    "start_cluster",
+    "end_cluster",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Default per-test timeout (seconds) of gen_cluster and gen_test.
+DEFAULT_TIMEOUT = 30
+
+# ----------------------------------------------------------------------
+# Task helpers
+# ----------------------------------------------------------------------
+
+
+def inc(x):
+    return x + 1
+
+
+def dec(x):
+    return x - 1
+
+
+def add(x, y):
+    return x + y
+
+
+def mul(x, y):
+    return x * y
+
+
+def div(x, y):
+    return x / y
+
+
+def double(x):
+    return x * 2
+
+
+def throws(x):
+    raise RuntimeError("hello!")
+
+
+def slowinc(x, delay=0.02):
+    time.sleep(delay)
+    return x + 1
+
+
+def slowdec(x, delay=0.02):
+    time.sleep(delay)
+    return x - 1
+
+
+def slowadd(x, y, delay=0.02):
+    time.sleep(delay)
+    return x + y
+
+
+def slowsum(seq, delay=0.02):
+    time.sleep(delay)
+    return sum(seq)
+
+
+def slowidentity(*args, **kwargs):
+    time.sleep(kwargs.get("delay", 0.02))
+    return args[0] if len(args) == 1 else args
+
+
+def randominc(x, scale=1):
+    time.sleep(random.random() * scale)
+    return x + 1
+
+
+class _Varying:
+    """Callable returning ``items`` one after another (raising exceptions)."""
+
+    def __init__(self, items):
+        self.items = list(items)
+        self.index = 0
+
+    def __call__(self, *args, **kwargs):
+        item = self.items[min(self.index, len(self.items) - 1)]
+        self.index += 1
+        if isinstance(item, BaseException) or (isinstance(item, type) and issubclass(item, BaseException)):
+            raise item
+        return item
+
+
+def varying(items) -> Callable:
+    """A function returning each of ``items`` on successive calls (in one
+    process); an exception item is raised."""
+    return _Varying(items)
+
+
+@gen.coroutine
+def geninc(x, delay=0.02):
+    yield asyncio.sleep(delay)
+    return x + 1
+
+
+async def asyncinc(x, delay=0.02):
+    await asyncio.sleep(delay)
+    return x + 1
+
+
+# ----------------------------------------------------------------------
+# Waiting helpers (no bare sleeps in tests: wait for a condition)
+# ----------------------------------------------------------------------
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10, period: float = 0.01) -> None:
+    """Block until ``predicate()`` is true; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition {predicate} not met within {timeout} s")
+        time.sleep(period)
+
+
+async def async_wait_for(predicate: Callable[[], bool], timeout: float = 10, period: float = 0.01) -> None:
+    """Like ``wait_for`` without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition {predicate} not met within {timeout} s")
+        await asyncio.sleep(period)
+
+
+def wait_for_port(address, timeout: float = 10) -> None:
+    """Block until something listens at ``address`` ((host, port) or 'host:port')."""
+    if isinstance(address, str):
+        host, port = address.split("://")[-1].rsplit(":", 1)
+        address = (host, int(port))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(address, timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def captured_logger(logger_name: str | logging.Logger, level: int = logging.INFO,
+                    propagate: bool | None = None) -> Iterator[io.StringIO]:
+    """Capture what a logger writes into a StringIO."""
+    log = logging.getLogger(logger_name) if isinstance(logger_name, str) else logger_name
+    old_level, old_propagate = log.level, log.propagate
+    handler = logging.StreamHandler(io.StringIO())
+    log.addHandler(handler)
+    log.setLevel(level)
+    if propagate is not None:
+        log.propagate = propagate
+    try:
+        yield handler.stream
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+        log.propagate = old_propagate
+
+
+# ----------------------------------------------------------------------
+# Leak checks
+# ----------------------------------------------------------------------
+
+_ALLOWED_THREAD_PREFIXES = ("Dask-Callback-Thread", "pydevd", "ThreadPoolExecutor-", "asyncio_")
+
+
+def _children() -> set[int]:
+    out = set()
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "resource_tracker" in " ".join(p.cmdline()):
+                continue
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        out.add(p.pid)
+    return out
+
+
+def _sockets() -> int:
+    try:
+        return len(psutil.Process().net_connections(kind="inet"))
+    except psutil.AccessDenied:
+        return 0
+
+
+@contextlib.contextmanager
+def clean(threads: bool = True, processes: bool = True, sockets: bool = True, timeout: float = 10):
+    """Fail if the block leaves new threads, child processes or sockets.
+
+    >>> with clean():                     # doctest: +SKIP
+    ...     run_a_test()
+    """
+    threads_before = set(threading.enumerate())
+    children_before = _children()
+    sockets_before = _sockets()
+    yield
+    deadline = time.monotonic() + timeout
+
+    def leaked_threads():
+        return [t for t in threading.enumerate()
+                if t not in threads_before and t.is_alive()
+                and not t.name.startswith(_ALLOWED_THREAD_PREFIXES)]
+
+    def leaked_children():
+        return _children() - children_before
+
+    problems = []
+    if threads:
+        while leaked_threads() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if leaked_threads():
+            problems.append(f"threads leaked: {[t.name for t in leaked_threads()]}")
+    if processes:
+        while leaked_children() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        left = leaked_children()
+        if left:
+            for pid in left:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    psutil.Process(pid).kill()
+            problems.append(f"child processes leaked: {sorted(left)}")
+    if sockets:
+        while _sockets() > sockets_before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if _sockets() > sockets_before:
+            problems.append(f"sockets leaked: {_sockets() - sockets_before} more open than before")
+    if problems:
+        raise AssertionError("; ".join(problems))
+
+
+@contextlib.contextmanager
+def pristine_loop() -> Iterator[IOLoop]:
+    """A fresh IOLoop, not running, closed afterwards."""
+    loop = IOLoop(make_current=False)
+    try:
+        yield loop
+    finally:
+        _close_loop(loop)
+
+
+def _close_loop(loop: IOLoop) -> None:
+    aloop = loop.asyncio_loop  # type: ignore[attr-defined]
+    if aloop.is_closed():
+        return
+    if aloop.is_running():
+        done = threading.Event()
+
+        def stop():
+            loop.stop()
+            done.set()
+
+        loop.add_callback(stop)
+        done.wait(10)
+        # The thread running it exits run_forever; give it a moment.
+        deadline = time.monotonic() + 10
+        while aloop.is_running() and time.monotonic() < deadline:
+            time.sleep(0.005)
+    with contextlib.suppress(Exception):
+        aloop.run_until_complete(aloop.shutdown_default_executor())
+    with contextlib.suppress(Exception):
+        loop.close(all_fds=True)
+
+
+def _close_clients() -> None:
+    for c in list(_global_clients.values()):
+        with contextlib.suppress(Exception):
+            if c.status == "running" and not c._asynchronous:
+                c.close(timeout=5)
+
+
+# ----------------------------------------------------------------------
+# gen_cluster and gen_test
+# ----------------------------------------------------------------------
+
+
+async def start_cluster(nthreads, scheduler_addr: str = "127.0.0.1", Worker: type = Worker,
+                        scheduler_kwargs: dict | None = None,
+                        worker_kwargs: dict | None = None) -> tuple[Scheduler, list]:
+    """Start a validating scheduler and one worker per ``nthreads`` entry
+    (``(host, n)`` or ``(host, n, {extra worker kwargs})``) on this loop."""
+    s = Scheduler(host=scheduler_addr, port=0, validate=True, **(scheduler_kwargs or {}))
+    s.start()
+    workers = []
+    for i, spec in enumerate(nthreads):
+        host, n = spec[0], spec[1]
+        extra = spec[2] if len(spec) > 2 else {}
+        kwargs = {"name": i, "validate": True, **(worker_kwargs or {}), **extra}
+        workers.append(Worker(s.address, nthreads=n, host=host, **kwargs))
+    try:
+        await asyncio.gather(*(w.start() for w in workers))
+        await async_wait_for(lambda: len(s.workers) >= len(workers), timeout=10)
+    except BaseException:
+        await end_cluster(s, workers)
+        raise
+    return s, workers
+
+
+async def end_cluster(s: Scheduler, workers: list) -> None:
+    """Close workers, then validate and close the scheduler."""
+    await asyncio.gather(*(w.close(report=False) for w in workers), return_exceptions=True)
+    try:
+        s.validate_state()
+    finally:
+        await s.close()
+
+
+def _strip_signature(func: Callable, n: int) -> inspect.Signature:
+    sig = inspect.signature(func)
+    params = list(sig.parameters.values())[n:]
+    return sig.replace(parameters=params)
+
+
+def gen_cluster(
+    ncores=None,
+    scheduler: str = "127.0.0.1",
+    timeout: float = DEFAULT_TIMEOUT,
+    security=None,
+    Worker: type = Worker,
+    client: bool = False,
+    scheduler_kwargs: dict | None = None,
+    worker_kwargs: dict | None = None,
+    client_kwargs: dict | None = None,
+    active_rpc_timeout: float = 1,
+    config: dict | None = None,
+    clean_kwargs: dict | None = None,
+    allow_unclosed: bool = False,
+    nthreads=None,
+    cluster_dump_directory=None,
+):
+    """Run a test in one event loop with a scheduler, workers and maybe a client.
+
+    The test is a generator (run as a Tornado coroutine) or an ``async def``
+    taking ``(s, a, b, ...)``, or ``(c, s, a, b, ...)`` with ``client=True``.
+
+    >>> @gen_cluster(client=True)                  # doctest: +SKIP
+    ... async def test_submit(c, s, a, b):
+    ...     assert await c.submit(inc, 1) == 2
+    """
+    if ncores is not None and nthreads is not None:
+        raise TypeError("give nthreads= or ncores=, not both")
+    nthreads = nthreads if nthreads is not None else ncores
+    if nthreads is None:
+        nthreads = [("127.0.0.1", 1), ("127.0.0.1", 2)]
+    config_overrides = config or {}
+    clean_kwargs = clean_kwargs or {}
+
+    def decorator(func):
+        if not inspect.iscoroutinefunction(func):
+            coro_func = gen.coroutine(func)
+        else:
+            coro_func = func
+        n_cluster_args = len(nthreads) + 1 + (1 if client else 0)
+
+        @functools.wraps(func)
+        def test_func(*args, **kwargs):
+            with clean(**clean_kwargs), pristine_loop() as loop:
+
+                async def run():
+                    s, workers = await start_cluster(nthreads, scheduler, Worker,
+                                                     scheduler_kwargs, worker_kwargs)
+                    c = None
+                    try:
+                        cluster_args = [s, *workers]
+                        if client:
+                            c = await Client(s.address, asynchronous=True, **(client_kwargs or {}))
+                            cluster_args = [c, *cluster_args]
+                        result = coro_func(*cluster_args, *args, **kwargs)
+                        return await asyncio.wait_for(_as_awaitable(result), timeout)
+                    except asyncio.TimeoutError:
+                        raise asyncio.TimeoutError(
+                            f"test {func.__name__} did not finish within {timeout} s") from None
+                    finally:
+                        if c is not None:
+                            await c._close()
+                        await end_cluster(s, workers)
+
+                with _config_set(config_overrides):
+                    return loop.run_sync(run, timeout=timeout * 2 + 30)
+
+        test_func.__signature__ = _strip_signature(func, n_cluster_args)
+        del test_func.__wrapped__
+        return test_func
+
+    return decorator
+
+
+@contextlib.contextmanager
+def _config_set(overrides: dict):
+    if overrides:
+        with config.set(overrides):
+            yield
+    else:
+        yield
+
+
+async def _as_awaitable(x):
+    return await x
+
+
+def gen_test(timeout: float = DEFAULT_TIMEOUT, clean_kwargs: dict | None = None):
+    """Run a coroutine (async def or generator) test on a fresh event loop.
+
+    >>> @gen_test()                            # doctest: +SKIP
+    ... async def test_something():
+    ...     async with Scheduler(port=0) as s:
+    ...         ...
+    """
+    if callable(timeout) and not isinstance(timeout, (int, float)):
+        return gen_test()(timeout)
+
+    def decorator(func):
+        coro_func = func if inspect.iscoroutinefunction(func) else gen.coroutine(func)
+
+        @functools.wraps(func)
+        def test_func(*args, **kwargs):
+            with clean(**(clean_kwargs or {})), pristine_loop() as loop:
+
+                async def run():
+                    return await asyncio.wait_for(_as_awaitable(coro_func(*args, **kwargs)), timeout)
+
+                return loop.run_sync(run, timeout=timeout + 30)
+
+        return test_func
+
+    return decorator
+
+
+# ----------------------------------------------------------------------
+# cluster(): real processes
+# ----------------------------------------------------------------------
+
+
+def _run_scheduler(conn, scheduler_kwargs: dict) -> None:
+    async def main():
+        s = Scheduler(port=0, host="127.0.0.1", **scheduler_kwargs)
+        s.start()
+        conn.send(s.address)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await s.close()
+
+    asyncio.run(main())
+
+
+def _run_worker(scheduler_address: str, worker_kwargs: dict) -> None:
+    from distributed.deploy.local import _run_worker_process
+
+    _run_worker_process(scheduler_address, worker_kwargs, logging.WARNING)
+
+
+@contextlib.contextmanager
+def cluster(nworkers: int = 2, nanny: bool = False, worker_kwargs: dict | None = None,
+            active_rpc_timeout: float = 10, disconnect_timeout: float = 20,
+            scheduler_kwargs: dict | None = None, config: dict | None = None):
+    """A scheduler and ``nworkers`` workers, each in its own process.
+
+    Yields ``(s, [a, b, ...])`` where each is a dict with ``'proc'`` (a
+    ``multiprocessing.Process``), ``'port'`` and ``'address'``.
+
+    >>> with cluster() as (s, [a, b]):                              # doctest: +SKIP
+    ...     with Client(s["address"], loop=loop) as c:
+    ...         a["proc"].terminate()
+    """
+    ctx = multiprocessing.get_context("spawn")
+    worker_kwargs = dict(worker_kwargs or {})
+    with clean(threads=False, sockets=False), _config_set(config or {}):
+        parent, child = ctx.Pipe()
+        sproc = ctx.Process(target=_run_scheduler, args=(child, scheduler_kwargs or {}),
+                            name="dask-scheduler", daemon=True)
+        procs = [sproc]
+        try:
+            sproc.start()
+            if not parent.poll(60):
+                raise TimeoutError("the scheduler process did not start within 60 s")
+            saddr = parent.recv()
+            wprocs = []
+            for i in range(nworkers):
+                kw = {"nthreads": 1, "name": i, "memory_limit": "1GB", **worker_kwargs}
+                p = ctx.Process(target=_run_worker, args=(saddr, kw), name=f"dask-worker-{i}", daemon=True)
+                p.start()
+                procs.append(p)
+                wprocs.append(p)
+            by_pid = _wait_for_workers(saddr, [p.pid for p in wprocs], timeout=60)
+            s = {"proc": sproc, "address": saddr, "port": int(saddr.rsplit(":", 1)[1])}
+            workers = [{"proc": p, "address": by_pid[p.pid], "port": int(by_pid[p.pid].rsplit(":", 1)[1])}
+                       for p in wprocs]
+            try:
+                yield s, workers
+            finally:
+                _close_clients()
+        finally:
+            for p in reversed(procs):
+                if p.is_alive():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p.pid, signal.SIGTERM)
+            for p in procs:
+                p.join(10)
+                if p.is_alive():
+                    p.kill()
+                    p.join(5)
+            parent.close()
+            child.close()
+
+
+def _wait_for_workers(saddr: str, pids: list[int], timeout: float) -> dict[int, str]:
+    from distributed.core import rpc
+
+    async def poll():
+        async with rpc(saddr) as r:
+            deadline = time.monotonic() + timeout
+            while True:
+                info = await r.identity()
+                by_pid = {w["pid"]: addr for addr, w in info["workers"].items()}
+                if all(pid in by_pid for pid in pids):
+                    return by_pid
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"only {len(by_pid)} of {len(pids)} workers registered in {timeout} s")
+                await asyncio.sleep(0.01)
+
+    return asyncio.run(poll())
+
+
+# ----------------------------------------------------------------------
+# popen: command-line tools
+# ----------------------------------------------------------------------
+
+_COMMANDS = {
+    "dask-scheduler": [sys.executable, "-m", "distributed.cli.dask_scheduler"],
+    "dask-worker": [sys.executable, "-m", "distributed.cli.dask_worker"],
+}
+
+
+@contextlib.contextmanager
+def popen(args: list[str], flush_output: bool = True, terminate_timeout: float = 10,
+          capture_output: bool = True, **kwargs) -> Iterator[subprocess.Popen]:
+    """Run a command line; interrupt it (SIGINT, then kill) when the block ends.
+
+    ``dask-scheduler``/``dask-worker`` run with this interpreter, installed or not.
+
+    >>> with popen(["dask-scheduler", "--port", "0"]) as proc:   # doctest: +SKIP
+    ...     ...
+    """
+    args = list(args)
+    if args and args[0] in _COMMANDS:
+        args = _COMMANDS[args[0]] + args[1:]
+    env = dict(os.environ, **kwargs.pop("env", {}))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    if capture_output:
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.STDOUT)
+    proc = subprocess.Popen(args, env=env, **kwargs)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(terminate_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if capture_output and flush_output and proc.stdout is not None:
+            out = proc.stdout.read()
+            if out:
+                print(out.decode(errors="replace"))
+            proc.stdout.close()
+
+
+# ----------------------------------------------------------------------
+# Fixtures
+# ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def loop():
+    """A fresh IOLoop, not running; a blocking Client started on it runs it
+    in a thread.  Clients and the loop are closed afterwards."""
+    with clean(sockets=False), pristine_loop() as loop:
+        yield loop
+        _close_clients()
+
+
+@pytest.fixture
+def loop_in_thread():
+    """A fresh IOLoop already running in a background thread."""
+    with clean(sockets=False), pristine_loop() as loop:
+        started = threading.Event()
+        loop.add_callback(started.set)
+        thread = threading.Thread(target=loop.start, name="test-loop", daemon=True)
+        thread.start()
+        started.wait(10)
+        yield loop
+        _close_clients()
+        loop.add_callback(loop.stop)
+        thread.join(10)
+
+
+@pytest.fixture
+def cleanup():
+    """Fail the test if it leaks threads, sockets or processes."""
+    with clean():
+        yield
+
+
+@pytest.fixture
+def cluster_fixture(loop):
+    with cluster() as (scheduler, workers):
+        yield scheduler, workers
+
+
+@pytest.fixture
+def s(cluster_fixture):
+    scheduler, workers = cluster_fixture
+    return scheduler
+
+
+@pytest.fixture
+def a(cluster_fixture):
+    scheduler, workers = cluster_fixture
+    return workers[0]
+
+
+@pytest.fixture
+def b(cluster_fixture):
+    scheduler, workers = cluster_fixture
+    return workers[1]
+
+
+@pytest.fixture
+def client(loop, cluster_fixture):
+    scheduler, workers = cluster_fixture
+    with Client(scheduler["address"], loop=loop) as c:
+        yield c
+
+
+@pytest.fixture
+def c(client):
+    return client
+

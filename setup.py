@@ -1,0 +1,38 @@
+"""Packaging for distributed: ``pip install .`` or ``pip install -e ".[test]"``."""
+import os
+
+from setuptools import find_packages, setup
+
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "requirements.txt")) as f:
+    install_requires = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+with open(os.path.join(here, "README.rst")) as f:
+    long_description = f.read()
+
+extras_require = {
+    "test": ["pytest >= 7", "pytest-timeout >= 2", "numpy"],
+    "dask": ["dask[array,dataframe,bag] >= 2025.1", "numpy", "pandas"],
+}
+
+setup(
+    name="distributed",
+    version="0.1.0",
+    description="Parallel and distributed computing with a central scheduler",
+    long_description=long_description,
+    long_description_content_type="text/x-rst",
+    license="BSD-3-Clause",
+    python_requires=">=3.10",
+    packages=find_packages(exclude=["*.tests", "*.tests.*"]) + ["distributed.tests"],
+    install_requires=install_requires,
+    extras_require=extras_require,
+    entry_points={
+        "console_scripts": [
+            "dask-scheduler=distributed.cli.dask_scheduler:main",
+            "dask-worker=distributed.cli.dask_worker:main",
+        ]
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Distributed Computing",
+    ],
+)
