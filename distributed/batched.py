@@ -97,8 +97,10 @@ class BatchedSend:
             await self.comm.close()
 
     def abort(self) -> None:
+        """Close at once, dropping what is buffered."""
         self._stopping = True
         self.buffer = []
-        self._wake.set()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
         if self.comm is not None:
             self.comm.abort()

@@ -82,7 +82,8 @@ class Server:
         self.periodic_callbacks: dict[str, PeriodicCallback] = {}
         self._background: set[asyncio.Task] = set()
         self.rpc = ConnectionPool(
-            limit=config.get("distributed.worker.connections.outgoing", 50)
+            limit=config.get("distributed.worker.connections.outgoing", 50),
+            deserialize=deserialize,
         )
         self._event_finished = asyncio.Event()
 

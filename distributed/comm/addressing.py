@@ -26,7 +26,9 @@ def parse_address(address: str) -> tuple[str, str]:
 
 
 def unparse_address(scheme: str, loc: str) -> str:
-    """>>> unparse_address("tcp", "127.0.0.1:1")
+    """The address string for a scheme and location.
+
+    >>> unparse_address("tcp", "127.0.0.1:1")
     'tcp://127.0.0.1:1'
     """
     return f"{scheme}://{loc}"
@@ -56,7 +58,9 @@ def normalize_address(address) -> str:
 
 
 def get_address_host_port(address: str) -> tuple[str, int]:
-    """>>> get_address_host_port("tcp://127.0.0.1:8786")
+    """Host and port of an address.
+
+    >>> get_address_host_port("tcp://127.0.0.1:8786")
     ('127.0.0.1', 8786)
     """
     scheme, loc = parse_address(address)
@@ -64,7 +68,9 @@ def get_address_host_port(address: str) -> tuple[str, int]:
 
 
 def get_address_host(address: str) -> str:
-    """>>> get_address_host("tcp://127.0.0.1:8786")
+    """Host of an address.
+
+    >>> get_address_host("tcp://127.0.0.1:8786")
     '127.0.0.1'
     """
     return get_address_host_port(address)[0]

@@ -182,13 +182,17 @@ async def connect(
     address: str,
     timeout: float = 30,
     deserialize: bool = True,
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_message_size: int | None = None,
 ) -> Comm:
     """Open a ``Comm`` to ``address``, retrying refused connections until
     ``timeout`` seconds have passed.
 
     >>> comm = await connect("tcp://127.0.0.1:8786")  # doctest: +SKIP
     """
+    if max_message_size is None:
+        from distributed import config
+
+        max_message_size = config.get_bytes("distributed.comm.max-message-size")
     global _tcp_client
     address = normalize_address(address)
     host, port = get_address_host_port(address)

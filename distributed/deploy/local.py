@@ -280,7 +280,7 @@ class LocalCluster:
         addresses = [a for a in addresses if a in self.scheduler.workers]
         if addresses and len(addresses) < len(self.scheduler.workers):
             try:
-                await self.scheduler.retire_workers(workers=addresses, close_workers=False)
+                await self.scheduler.retire_workers(workers=addresses, close_workers=True)
             except Exception as e:
                 logger.warning("could not move data off retiring workers: %s", e)
         for n in names:

@@ -30,6 +30,16 @@ __all__ = ["Scheduler"]
 logger = logging.getLogger(__name__)
 
 
+def _config_int(key: str, override=None) -> int:
+    """An integer setting; a malformed value names its environment variable."""
+    value = config.get(key, override_with=override)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{config.env_var(key)}={value!r} is not a valid integer "
+                         f"(config key {key!r})") from None
+
+
 class _Started:
     """What ``Scheduler.start()`` returns: the scheduler listens already,
     and awaiting this (old and new code both do) gives the scheduler."""
@@ -74,7 +84,7 @@ class Scheduler(Server):
         validate = validate if validate is not None else config.get("distributed.scheduler.validate", False)
         self.validate = validate
         self.state = SchedulerState(
-            allowed_failures=config.get("distributed.scheduler.allowed-failures", override_with=allowed_failures),
+            allowed_failures=_config_int("distributed.scheduler.allowed-failures", allowed_failures),
             validate=validate,
             bandwidth=config.get("distributed.scheduler.bandwidth"),
             transition_log_length=config.get("distributed.scheduler.transition-log-length"),
@@ -141,6 +151,7 @@ class Scheduler(Server):
             "fire-and-forget": self._fire_and_forget,
         }
         super().__init__(handlers, stream_handlers, deserialize=False)
+        self.rpc.limit = 512  # the scheduler talks to every worker
 
     # ------------------------------------------------------------------
     # Attributes users and tests look at
@@ -317,7 +328,16 @@ class Scheduler(Server):
         self.rpc.remove(address)
         cmsgs, wmsgs = self.state.remove_worker(address, safe=safe)
         self.send_all(cmsgs, wmsgs)
-        if stream is not None:
+        if stream is None:
+            return
+        if safe and not stream.closed():
+            # Tell a worker we let go of to close, rather than register again.
+            try:
+                stream.send({"op": "close", "reason": "removed by the scheduler"})
+            except CommClosedError:
+                pass
+            await stream.close(timeout=2)
+        else:
             stream.abort()
 
     def remove_worker(self, address: str, safe: bool = False, **kwargs):
@@ -660,14 +680,7 @@ class Scheduler(Server):
             if unique:
                 await self.replicate(keys=unique, n=1, workers=remaining)
             retired[addr] = ws.identity()
-            if close_workers:
-                stream = self.worker_streams.get(addr)
-                if stream is not None:
-                    try:
-                        stream.send({"op": "close", "reason": "retired"})
-                    except CommClosedError:
-                        pass
-            if remove:
+            if close_workers or remove:
                 await self._remove_worker(addr, safe=True)
         return retired
 

@@ -125,6 +125,7 @@ class Worker(Server):
             raise ValueError("Worker needs a scheduler address")
         if scheduler_port is not None:
             scheduler_ip = f"{scheduler_ip}:{scheduler_port}"
+        config.refresh()
         self.scheduler_address = normalize_address(scheduler_ip)
         self.nthreads = int(nthreads or ncores or os.cpu_count() or 1)
         if self.nthreads < 1:
@@ -341,6 +342,13 @@ class Worker(Server):
         self.status = Status.closing
         for pc in self.periodic_callbacks.values():
             pc.stop()
+        client = getattr(self, "_client", None)
+        if client is not None:  # made by get_client() inside a task
+            self._client = None
+            try:
+                await client._close()
+            except Exception as e:
+                logger.debug("closing the worker's client failed: %s", e)
         if report and self.batched_stream is not None and not self.batched_stream.closed():
             try:
                 self.batched_stream.send({"op": "unregister"})
@@ -521,7 +529,7 @@ class Worker(Server):
                 out[k] = Serialize(data[k])
             except KeyError:
                 pass
-        self.outgoing_transfers += 1
+        self.outgoing_transfers += 1  # a count of transfers served
         return {"status": "OK", "data": out}
 
     def update_data(self, comm=None, data=None, report: bool = True, **kwargs) -> dict:
