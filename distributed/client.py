@@ -28,7 +28,7 @@ import logging
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -102,8 +102,12 @@ def get_client(address=None, timeout=None, resolve_address: bool = True) -> Clie
         if client is not None and client.status == "running" and (
                 address is None or normalize_address(address) == client.scheduler_address):
             return client
-        asynchronous = in_thread_of(worker.loop)
-        client = Client(worker.scheduler_address, loop=worker.loop, set_as_default=False,
+        # ``worker.loop`` is the loop of the *calling* thread (IOLoop.current())
+        # when read from a task thread; the loop the worker runs on is the one
+        # it recorded when it started.
+        loop = worker.loop
+        asynchronous = in_thread_of(loop)
+        client = Client(worker.scheduler_address, loop=loop, set_as_default=False,
                         asynchronous=asynchronous, timeout=timeout, name="worker")
         worker._client = client
         return client
@@ -194,6 +198,12 @@ class Client:
         self._handle_report_task = None
         self._started_future = None
         self.datasets = _Datasets(self)
+        # key -> the FutureState this client cancelled itself; the scheduler's
+        # echo of that cancellation must not cancel a later resubmission.
+        self._cancelled_states: dict = {}
+        self._key_waiters: dict = {}  # key -> asyncio futures set by key-in-memory
+        self._info_cache: tuple | None = None  # (workers, threads, memory) for repr
+        self._info_task = None
         self._set_as_default = set_as_default
         self.connection_pool: ConnectionPool | None = None
         self._connection_limit = connection_limit
@@ -286,6 +296,8 @@ class Client:
         if pending:
             self._stream.send(*pending)
         self._handle_report_task = asyncio.ensure_future(self._handle_report(comm))
+        await self._update_scheduler_info()
+        self._info_task = asyncio.ensure_future(self._refresh_info_periodically())
         if self._set_as_default:
             _set_default(self)
         return self
@@ -321,11 +333,22 @@ class Client:
             for st in self.futures.values():
                 if not st.done():
                     st.cancel("the connection to the scheduler was lost")
+            self._fail_key_waiters("the connection to the scheduler was lost")
+
+    def _fail_key_waiters(self, reason: str) -> None:
+        waiters, self._key_waiters = self._key_waiters, {}
+        for futs in waiters.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(CommClosedError(reason))
 
     def _on_key_in_memory(self, key=None, type=None, workers=(), **kwargs) -> None:
         st = self.futures.get(key)
         if st is not None:
             st.finish(type, workers)
+        for fut in self._key_waiters.pop(key, ()):
+            if not fut.done():
+                fut.set_result(None)
 
     def _on_task_erred(self, key=None, exception=None, traceback=None, traceback_text=None, **kwargs) -> None:
         st = self.futures.get(key)
@@ -349,6 +372,9 @@ class Client:
     def _on_cancelled_keys(self, keys=(), **kwargs) -> None:
         for key in keys:
             st = self.futures.get(key)
+            cancelled = self._cancelled_states.pop(key, _NO_STATE)
+            if cancelled is not _NO_STATE and cancelled is not st:
+                continue  # the echo of our own cancel; ``st`` is a resubmission
             if st is not None:
                 st.cancel()
 
@@ -356,6 +382,7 @@ class Client:
         for st in list(self.futures.values()):
             st.cancel("the cluster was restarted")
         self.futures.clear()
+        self._cancelled_states.clear()
         with self._ref_lock:
             self.refcount.clear()
 
@@ -387,6 +414,8 @@ class Client:
             except CommClosedError:
                 pass
             await self._stream.close(timeout=2)
+        if self._info_task is not None:
+            self._info_task.cancel()
         if self._handle_report_task is not None:
             self._handle_report_task.cancel()
             try:
@@ -396,6 +425,7 @@ class Client:
         for st in self.futures.values():
             if not st.done():
                 st.cancel("the client was closed")
+        self._fail_key_waiters("the client was closed")
         if self.scheduler is not None:
             await self.scheduler.close_rpc()
         if self.connection_pool is not None:
@@ -407,18 +437,30 @@ class Client:
         self.status = "closed"
 
     def shutdown(self):
-        """Close the client and the scheduler and workers it is connected to."""
-        return self.sync(self._shutdown)
+        """Close the client and the cluster object it runs on (one it started,
+        or one passed as its address); idempotent.
 
-    async def _shutdown(self) -> None:
-        if self.cluster is not None:
-            await self.cluster._close()
-        elif self.scheduler is not None and self.status == "running":
-            try:
-                await self.scheduler.terminate(close_workers=True)
-            except (OSError, CommClosedError):
-                pass
-        await self._close()
+        A scheduler the client merely connected to by address keeps running:
+        seed-era code ends every client with ``yield c._shutdown()`` while
+        other clients go on using the scheduler.
+        """
+        if self.status == "closed":
+            return None if not self.asynchronous else _completed()
+        if self.asynchronous:
+            return self._shutdown()
+        cluster = self.cluster if not self._own_cluster else None
+        self.close()
+        if cluster is not None:
+            cluster.close()
+        return None
+
+    async def _shutdown(self, fast: bool = False) -> None:
+        if self.status == "closed":
+            return
+        cluster = self.cluster
+        await self._close(fast=fast)
+        if cluster is not None and not self._own_cluster:
+            await cluster._close()
 
     def __enter__(self):
         if self.status != "running" and not self._asynchronous:
@@ -849,8 +891,24 @@ class Client:
         with self._ref_lock:
             for k in keys:
                 futures[k] = Future(k, self, inform=False)
-                futures[k]._state.finish(types[k], who_has[k])
-        self._send_to_scheduler({"op": "update-data", "who_has": who_has, "nbytes": nbytes, "types": types})
+        # The scheduler answers update-data with key-in-memory for each key:
+        # wait for that, so that once scatter returns the scheduler knows the
+        # data (who_has, replicate, other clients all see it).
+        loop = asyncio.get_running_loop()
+        confirmed = [loop.create_future() for _ in keys]
+        for k, fut in zip(keys, confirmed):
+            self._key_waiters.setdefault(k, []).append(fut)
+        try:
+            self._send_to_scheduler({"op": "update-data", "who_has": who_has, "nbytes": nbytes,
+                                     "types": types})
+            await asyncio.gather(*confirmed)
+        finally:
+            for k, fut in zip(keys, confirmed):
+                waiters = self._key_waiters.get(k)
+                if waiters is not None and fut in waiters:
+                    waiters.remove(fut)
+                    if not waiters:
+                        del self._key_waiters[k]
         if single:
             return futures[keys[0]]
         if isinstance(data, dict):
@@ -870,11 +928,17 @@ class Client:
         keys = [f.key for f in futures_of(futures)]
         if not keys:
             return
-        await self.scheduler.cancel(keys=keys, client=self.id, force=force)
-        for k in keys:
-            st = self.futures.get(k)
-            if st is not None:
-                st.cancel()
+        # On the stream, not by RPC: a cancel must not overtake the
+        # submission of the same keys still waiting in the stream.
+        self._send_to_scheduler({"op": "cancel-keys", "keys": keys, "force": force})
+        with self._ref_lock:
+            for k in keys:
+                # Forget the state: existing Futures keep it (cancelled) while
+                # a new submission of the same key starts afresh.
+                st = self.futures.pop(k, None)
+                if st is not None and st.status != "cancelled":
+                    self._cancelled_states[k] = st
+                    st.cancel()
 
     def retry(self, futures, asynchronous=None):
         """Run failed futures again."""
@@ -963,7 +1027,7 @@ class Client:
             data = f.read()
         responses = await self.scheduler.broadcast(
             msg={"op": "upload_file", "filename": os.path.basename(filename), "data": data, "load": load})
-        for addr, resp in responses.items():
+        for resp in responses.values():
             if isinstance(resp, dict) and resp.get("status") == "error" and raise_on_error:
                 _, exc, tb = clean_exception(**resp)
                 raise exc.with_traceback(tb)
@@ -971,12 +1035,12 @@ class Client:
 
     def who_has(self, futures=None, asynchronous=None):
         """Which workers hold each key: ``{key: [addresses]}``."""
-        keys = None if futures is None else [f.key for f in futures_of(futures)]
-        return self.sync(self.scheduler.who_has, keys=keys, asynchronous=asynchronous)
+        return self.sync(self._who_has, futures, asynchronous=asynchronous)
 
     async def _who_has(self, futures=None):
         keys = None if futures is None else [f.key for f in futures_of(futures)]
-        return await self.scheduler.who_has(keys=keys)
+        out = await self.scheduler.who_has(keys=keys)
+        return {k: list(v) for k, v in out.items()}
 
     def has_what(self, workers=None, asynchronous=None):
         """Which keys each worker holds: ``{address: [keys]}``."""
@@ -985,7 +1049,8 @@ class Client:
     async def _has_what(self, workers=None):
         if workers is not None and not isinstance(workers, (list, tuple, set)):
             workers = [workers]
-        return await self.scheduler.has_what(workers=list(workers) if workers is not None else None)
+        out = await self.scheduler.has_what(workers=list(workers) if workers is not None else None)
+        return {w: list(v) for w, v in out.items()}
 
     def nthreads(self, workers=None, asynchronous=None):
         """Threads per worker: ``{address: nthreads}``."""
@@ -1092,7 +1157,10 @@ class Client:
 
     def list_datasets(self, **kwargs):
         """Names of published datasets."""
-        return self.sync(self.scheduler.publish_list)
+        return self.sync(self._list_datasets)
+
+    async def _list_datasets(self):
+        return list(await self.scheduler.publish_list())
 
     def unpublish_dataset(self, name, **kwargs):
         """Remove a published dataset name (its futures may be released)."""
@@ -1119,26 +1187,44 @@ class Client:
     def __repr__(self) -> str:
         if self.status != "running":
             return f"<Client: {self.status}>"
-        info = getattr(self, "_info_cache", None)
-        if self.asynchronous or info is None:
+        # Never blocks (repr shows up in logs and debuggers): the summary is
+        # fetched at start and refreshed every few seconds.
+        info = self._info_cache
+        if info is None:
             return f"<Client: {self._address!r}>"
         return (f"<Client: {self._address!r} processes={info[0]} threads={info[1]}, "
                 f"memory={config.format_bytes(info[2])}>")
 
     def _refresh_info(self) -> None:
+        """Update the cached worker summary now (blocking clients only)."""
         try:
-            info = self.scheduler_info()
-            workers = info["workers"].values()
-            self._info_cache = (len(workers), sum(w["nthreads"] for w in workers),
-                                sum(w["memory_limit"] for w in workers))
+            sync(self.loop, self._update_scheduler_info, callback_timeout=5)
         except Exception:
             pass
 
+    async def _update_scheduler_info(self) -> None:
+        try:
+            info = await self.scheduler.identity()
+        except (OSError, CommClosedError, asyncio.TimeoutError):
+            return
+        workers = info.get("workers", {}).values()
+        self._info_cache = (len(workers), sum(w.get("nthreads", 0) for w in workers),
+                            sum(w.get("memory_limit") or 0 for w in workers))
+
+    async def _refresh_info_periodically(self, interval: float = 2.0) -> None:
+        """Keep the summary shown by repr fresh for asynchronous clients,
+        whose repr cannot wait for the scheduler."""
+        while self.status == "running":
+            await asyncio.sleep(interval)
+            if self.status == "running":
+                await self._update_scheduler_info()
+
     def _repr_html_(self) -> str:
-        if self.status != "running" or self.asynchronous:
+        if self.status != "running":
             return f"<b>Client</b>: {html.escape(str(self._address))} ({self.status})"
-        self._refresh_info()
-        n, threads, memory = getattr(self, "_info_cache", (0, 0, 0))
+        if not self.asynchronous:
+            self._refresh_info()
+        n, threads, memory = self._info_cache or (0, 0, 0)
         rows = [("Scheduler", html.escape(str(self._address))),
                 ("Workers", n), ("Threads", threads), ("Memory", config.format_bytes(memory))]
         if self.cluster is not None:
@@ -1151,6 +1237,9 @@ class Client:
 # ----------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------
+
+
+_NO_STATE = object()
 
 
 def _completed():

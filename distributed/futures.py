@@ -16,7 +16,7 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import FIRST_COMPLETED, ALL_COMPLETED
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED
 from typing import Any
 
 from distributed.exceptions import CancelledError, TimeoutError
@@ -199,8 +199,15 @@ class Future:
 
     # -- control -------------------------------------------------------
 
-    def cancel(self, force: bool = False) -> bool:
-        """Cancel the computation; returns True (the cancel was sent)."""
+    def cancel(self, force: bool = False):
+        """Cancel the computation.
+
+        Blocking clients wait for the scheduler and return True.  On the
+        event loop the cancel starts at once and an awaitable is returned
+        (awaiting it is optional).
+        """
+        if self.client.asynchronous:
+            return asyncio.ensure_future(self.client._cancel([self], force=force))
         self.client.cancel([self], force=force)
         return True
 
@@ -418,8 +425,11 @@ class as_completed:
         if not isinstance(future, Future):
             raise TypeError(f"as_completed takes Futures, not {type(future).__name__}")
         with self.lock:
-            self.futures[future] = self.futures.get(future, 0) + 1
+            n = self.futures.get(future, 0)
+            self.futures[future] = n + 1
         self._client = future.client
+        if n:  # already tracked: the tracker yields it once per add
+            return
         loop = future.client.loop
         if in_thread_of(loop):
             asyncio.ensure_future(self._track(future))

@@ -197,6 +197,7 @@ class Scheduler(Server):
             self._host = host
         self._closed_event = asyncio.Event()
         self.listener = None
+        self._loop = self.loop
         from distributed.comm import listen
 
         self.listener = listen(f"tcp://{self._host}:{self._port}", self.handle_comm,
@@ -657,9 +658,10 @@ class Scheduler(Server):
         for sender, ks in moved_from.items():
             for k in ks:
                 self.send_all(*self.state.handle_release_worker_data(k, sender))
-            stream = self.worker_streams.get(sender)
-            if stream is not None:
-                stream.send({"op": "free-keys", "keys": ks})
+        # Reply only once the senders have dropped their copies.
+        await asyncio.gather(
+            *(self.rpc(sender).delete_data(keys=ks) for sender, ks in moved_from.items()),
+            return_exceptions=True)
         return {"status": "OK", "moved": sum(len(v) for v in moved_from.values())}
 
     async def retire_workers(self, comm=None, workers=None, close_workers: bool = True,

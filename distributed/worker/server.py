@@ -159,7 +159,6 @@ class Worker(Server):
         self._scheduler_comm = None
         self._closed_event: asyncio.Event | None = None
         self._registered = False
-        self._loop_ref = None
         self.outgoing_transfers = 0
         self.incoming_transfers = 0
         self.startstops: dict = {}
@@ -230,7 +229,6 @@ class Worker(Server):
             raise RuntimeError(f"cannot start a worker that is {self.status}")
         self.status = Status.starting
         self._closed_event = asyncio.Event()
-        self._loop_ref = self.loop
         host = self._requested_host or _choose_host(self.scheduler_address)
         port = self._requested_port or 0
         await self.listen(f"tcp://{host}:{port}")
@@ -449,7 +447,7 @@ class Worker(Server):
         thread_state.key = key
         thread_state.worker = self
         thread_state.execution_state = {"scheduler": self.scheduler_address, "worker": self.address}
-        set_task_hooks(lambda: self._loop_ref.add_callback(self._seceded, key), None)
+        set_task_hooks(lambda: self.loop.add_callback(self._seceded, key), None)
         start = time.time()
         try:
             result = run_spec_call(func, args, kwargs, deps, walk)
@@ -464,7 +462,7 @@ class Worker(Server):
             set_task_hooks(None, None)
         stop = time.time()
         try:
-            self._loop_ref.add_callback(self._task_done, key, ok, result, start, stop)
+            self.loop.add_callback(self._task_done, key, ok, result, start, stop)
         except RuntimeError:  # loop closed while the task ran
             pass
 
