@@ -10,7 +10,7 @@ with open(os.path.join(here, "README.rst")) as f:
     long_description = f.read()
 
 extras_require = {
-    "test": ["pytest >= 7", "pytest-timeout >= 2", "numpy"],
+    "test": ["pytest >= 7", "pytest-timeout >= 2", "hypothesis >= 6", "numpy"],
     "dask": ["dask[array,dataframe,bag] >= 2025.1", "numpy", "pandas"],
 }
 

@@ -81,6 +81,7 @@ class Server:
         self._comms: set[Comm] = set()
         self.periodic_callbacks: dict[str, PeriodicCallback] = {}
         self._background: set[asyncio.Task] = set()
+        self._loop: IOLoop | None = None
         self.rpc = ConnectionPool(
             limit=config.get("distributed.worker.connections.outgoing", 50),
             deserialize=deserialize,
@@ -105,9 +106,11 @@ class Server:
 
     @property
     def loop(self) -> IOLoop:
-        return IOLoop.current()
+        """The loop the server runs on (also when asked from another thread)."""
+        return self._loop if self._loop is not None else IOLoop.current()
 
     async def listen(self, address: str = "tcp://127.0.0.1:0") -> str:
+        self._loop = IOLoop.current()
         self.listener = listen(
             address,
             self.handle_comm,
@@ -181,7 +184,18 @@ class Server:
                     logger.warning(
                         "%s: bad message from %s: %s", self.id, comm.peer_address, e
                     )
+                    comm.abort()
                     return
+                except Exception as e:
+                    # Well framed, but a payload failed to load here (say a
+                    # module this machine lacks): the stream is still at a
+                    # message boundary, so answer and carry on.
+                    logger.warning(
+                        "%s: cannot load message from %s: %r", self.id, comm.peer_address, e
+                    )
+                    if not await self._reply(comm, error_message(e)):
+                        return
+                    continue
                 if not isinstance(msg, dict) or "op" not in msg:
                     logger.warning(
                         "%s: message without an op from %s", self.id, comm.peer_address
@@ -224,6 +238,9 @@ class Server:
                 if close_after:
                     await comm.close()
                     return
+        except Exception:
+            logger.exception("%s: error serving %s", self.id, comm.peer_address)
+            comm.abort()
         finally:
             self._comms.discard(comm)
 
@@ -247,9 +264,21 @@ class Server:
         extra = extra or {}
         try:
             while not comm.closed():
-                msgs = await comm.read()
+                try:
+                    msgs = await comm.read()
+                except (CommClosedError, ProtocolError):
+                    raise
+                except Exception as e:
+                    # A payload failed to load; the stream is still at a
+                    # message boundary.  Drop this batch, keep the stream.
+                    logger.error("%s: cannot load stream message from %s: %r",
+                                 self.id, comm.peer_address, e)
+                    continue
                 if isinstance(msgs, dict):
                     msgs = (msgs,)
+                elif not isinstance(msgs, (tuple, list)):
+                    logger.warning("%s: malformed stream message %r", self.id, msgs)
+                    continue
                 for msg in msgs:
                     if not isinstance(msg, dict) or "op" not in msg:
                         logger.warning("%s: malformed stream message %r", self.id, msg)
@@ -385,24 +414,30 @@ class ConnectionPool:
         """Borrow an open connection to ``address`` (give it back with ``reuse``)."""
         if self.closed:
             raise RuntimeError("connection pool is closed")
-        available = self.available[address]
-        while available:
-            comm = available.pop()
-            if comm.closed():
-                self.open -= 1
-                continue
-            self.occupied[address].add(comm)
-            return comm
-        while self.open >= self.limit:
-            if not self._close_one_idle():
-                async with self._released:
-                    await self._released.wait()
+        while True:
+            available = self.available[address]
+            while available:
+                comm = available.pop()
+                if comm.closed():
+                    self.open -= 1
+                    continue
+                self.occupied[address].add(comm)
+                return comm
+            if self.open < self.limit or self._close_one_idle():
+                break
+            # At the limit with every connection busy: wait for one to come
+            # back, then look again (it may be to this very address).
+            async with self._released:
+                await self._released.wait()
+            if self.closed:
+                raise RuntimeError("connection pool is closed")
         self.open += 1
         try:
             timeout = timeout or config.get_timedelta(
                 "distributed.comm.timeouts.connect"
             )
-            comm = await connect(address, timeout=timeout, deserialize=self.deserialize)
+            comm = await connect(address, timeout=timeout, deserialize=self.deserialize,
+                                 retry_refused=False)
         except BaseException:
             self.open -= 1
             await self._notify()
@@ -412,7 +447,11 @@ class ConnectionPool:
 
     def reuse(self, address: str, comm: Comm) -> None:
         """Give back a borrowed connection."""
-        self.occupied[address].discard(comm)
+        occupied = self.occupied.get(address)
+        if occupied is None or comm not in occupied:
+            comm.abort()  # already counted out by ``remove``
+            return
+        occupied.discard(comm)
         if comm.closed() or self.closed:
             self.open -= 1
             comm.abort()
@@ -445,6 +484,8 @@ class ConnectionPool:
         self.closed = True
         for address in list(self.available) + list(self.occupied):
             self.remove(address)
+        async with self._released:
+            self._released.notify_all()
 
 
 class _PooledRPC:

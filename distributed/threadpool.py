@@ -15,8 +15,9 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["ThreadPool", "secede", "rejoin"]
 

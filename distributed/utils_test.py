@@ -453,10 +453,7 @@ def gen_cluster(
                             c = await Client(s.address, asynchronous=True, **(client_kwargs or {}))
                             cluster_args = [c, *cluster_args]
                         result = coro_func(*cluster_args, *args, **kwargs)
-                        return await asyncio.wait_for(_as_awaitable(result), timeout)
-                    except asyncio.TimeoutError:
-                        raise asyncio.TimeoutError(
-                            f"test {func.__name__} did not finish within {timeout} s") from None
+                        return await _with_deadline(result, timeout, func.__name__)
                     finally:
                         if c is not None:
                             await c._close()
@@ -485,6 +482,19 @@ async def _as_awaitable(x):
     return await x
 
 
+async def _with_deadline(awaitable, timeout: float, name: str):
+    """Await the test body; a body still running after ``timeout`` is
+    cancelled and reported (a TimeoutError the body raises itself is kept)."""
+    task = asyncio.ensure_future(_as_awaitable(awaitable))
+    done, _ = await asyncio.wait([task], timeout=timeout)
+    if not done:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise asyncio.TimeoutError(f"test {name} did not finish within {timeout} s")
+    return task.result()
+
+
 def gen_test(timeout: float = DEFAULT_TIMEOUT, clean_kwargs: dict | None = None):
     """Run a coroutine (async def or generator) test on a fresh event loop.
 
@@ -504,7 +514,7 @@ def gen_test(timeout: float = DEFAULT_TIMEOUT, clean_kwargs: dict | None = None)
             with clean(**(clean_kwargs or {})), pristine_loop() as loop:
 
                 async def run():
-                    return await asyncio.wait_for(_as_awaitable(coro_func(*args, **kwargs)), timeout)
+                    return await _with_deadline(coro_func(*args, **kwargs), timeout, func.__name__)
 
                 return loop.run_sync(run, timeout=timeout + 30)
 
@@ -651,7 +661,7 @@ def popen(args: list[str], flush_output: bool = True, terminate_timeout: float =
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        if capture_output and flush_output and proc.stdout is not None:
+        if capture_output and flush_output and proc.stdout is not None and not proc.stdout.closed:
             out = proc.stdout.read()
             if out:
                 print(out.decode(errors="replace"))

@@ -183,9 +183,11 @@ async def connect(
     timeout: float = 30,
     deserialize: bool = True,
     max_message_size: int | None = None,
+    retry_refused: bool = True,
 ) -> Comm:
     """Open a ``Comm`` to ``address``, retrying refused connections until
-    ``timeout`` seconds have passed.
+    ``timeout`` seconds have passed (at once an error without
+    ``retry_refused``: a peer known to have listened there is gone).
 
     >>> comm = await connect("tcp://127.0.0.1:8786")  # doctest: +SKIP
     """
@@ -209,6 +211,8 @@ async def connect(
             )
             break
         except (StreamClosedError, OSError) as e:
+            if not retry_refused:
+                raise OSError(f"could not connect to {address}: {e}") from e
             if loop.time() + delay >= deadline:
                 raise OSError(
                     f"Timed out trying to connect to {address} after {timeout} s: {e}"
@@ -268,7 +272,13 @@ class Listener(TCPServer):
             deserialize=self.deserialize,
             max_message_size=self.max_message_size,
         )
-        await self.handler(comm)
+        try:
+            await self.handler(comm)
+        except Exception:
+            # A failing handler must not leave its peer hanging on an open,
+            # unserved connection.
+            logger.exception("error handling connection from %s", comm.peer_address)
+            comm.abort()
 
     def stop(self) -> None:
         super().stop()

@@ -16,6 +16,7 @@ keys such as ``('x', 0)`` hashable.
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import msgpack
@@ -32,6 +33,7 @@ _EXT_INLINE_PICKLE = 1
 _EXT_FRAMES = 2
 _KINDS = ("pickle", "bytes", "bytearray", "memoryview")
 _KIND_CODES = {k: i for i, k in enumerate(_KINDS)}
+_PICKLE = _KIND_CODES["pickle"]
 
 
 def encode_message(msg: Any) -> list:
@@ -68,17 +70,28 @@ def encode_message(msg: Any) -> list:
 def decode_message(frames: list, deserialize_payloads: bool = True) -> Any:
     """The message that ``encode_message`` turned into ``frames``.
 
-    Raises ``ProtocolError`` when the frames are not a valid message.
+    Raises ``ProtocolError`` when the frames are not a valid message,
+    including a payload that is not a pickle at all.  A valid pickle that
+    fails to load here (a module missing on this machine) raises its own
+    error: the message was well formed.
     """
+    if not frames:
+        raise ProtocolError("malformed message: no frames")
 
     def ext_hook(code, data):
         if code == _EXT_INLINE_PICKLE:
             s = Serialized("pickle", [data])
         elif code == _EXT_FRAMES:
-            kind_code, start, count = msgpack.unpackb(data)
+            header = msgpack.unpackb(data)
+            if not (isinstance(header, (tuple, list)) and len(header) == 3
+                    and all(type(x) is int for x in header)):
+                raise ProtocolError("malformed message: bad frame reference")
+            kind_code, start, count = header
             if (
                 not (0 <= kind_code < len(_KINDS))
                 or start < 1
+                or count < 1
+                or (kind_code != _PICKLE and count != 1)
                 or start + count > len(frames)
             ):
                 raise ProtocolError("malformed message: bad frame reference")
@@ -86,7 +99,10 @@ def decode_message(frames: list, deserialize_payloads: bool = True) -> Any:
         else:
             raise ProtocolError(f"malformed message: unknown extension {code}")
         if deserialize_payloads:
-            return deserialize(s.kind, s.frames)
+            try:
+                return deserialize(s.kind, s.frames)
+            except (pickle.UnpicklingError, EOFError) as e:
+                raise ProtocolError(f"malformed message: bad pickle payload: {e}") from e
         return s
 
     try:

@@ -15,7 +15,6 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from distributed import config
 from distributed.batched import BatchedSend
@@ -241,7 +240,7 @@ class Scheduler(Server):
                     self.worker_streams[addr].send({"op": "close", "reason": "scheduler-close"})
                 except CommClosedError:
                     pass
-        for cid, stream in list(self.client_streams.items()):
+        for stream in list(self.client_streams.values()):
             try:
                 stream.send({"op": "stream-closed"})
             except CommClosedError:
@@ -689,7 +688,7 @@ class Scheduler(Server):
     async def restart(self, comm=None, client=None, **kwargs) -> str:
         """Forget every task and clear worker memory; clients' futures are
         cancelled.  (Restarting worker processes needs a Nanny.)"""
-        for cid, stream in self.client_streams.items():
+        for stream in self.client_streams.values():
             try:
                 stream.send({"op": "restart"})
             except CommClosedError:

@@ -99,6 +99,7 @@ class TaskState:
         "resource_restrictions",
         "duration_estimate",
         "erred_on",
+        "_hash",
     )
 
     def __init__(self, key, run_spec, prefix: str):
@@ -128,6 +129,13 @@ class TaskState:
         self.resource_restrictions: dict | None = None
         self.duration_estimate = 0.0
         self.erred_on: set[str] = set()
+        self._hash = hash(key)
+
+    # Hash by key, not by id(): sets of tasks then iterate in the same order
+    # on every run, so the state machine is deterministic (a failure found
+    # by random testing reproduces).  Equality stays identity.
+    def __hash__(self) -> int:
+        return self._hash
 
     def __repr__(self) -> str:
         return f"<TaskState {self.key!r} {self.state}>"
@@ -158,6 +166,7 @@ class WorkerState:
         "last_seen",
         "metrics",
         "long_running",
+        "_hash",
     )
 
     def __init__(self, address: str, nthreads: int, name=None, memory_limit: int = 0,
@@ -180,6 +189,10 @@ class WorkerState:
         self.last_seen = 0.0
         self.metrics: dict = {}
         self.long_running: set[TaskState] = set()
+        self._hash = hash(address)
+
+    def __hash__(self) -> int:  # deterministic, see TaskState.__hash__
+        return self._hash
 
     def __repr__(self) -> str:
         return (f"<WorkerState {self.address!r} name: {self.name}, "
@@ -209,12 +222,16 @@ class WorkerState:
 class ClientState:
     """A connected client and the keys it wants."""
 
-    __slots__ = ("client_key", "wants_what", "last_seen")
+    __slots__ = ("client_key", "wants_what", "last_seen", "_hash")
 
     def __init__(self, client_key: str):
         self.client_key = client_key
         self.wants_what: set[TaskState] = set()
         self.last_seen = 0.0
+        self._hash = hash(client_key)
+
+    def __hash__(self) -> int:  # deterministic, see TaskState.__hash__
+        return self._hash
 
     def __repr__(self) -> str:
         return f"<ClientState {self.client_key!r} wants {len(self.wants_what)} keys>"
@@ -512,13 +529,17 @@ class SchedulerState:
         ts.state = "released"
         ts.waiting_on.clear()
         recs: dict = {}
+        if ts.who_wants or ts.waiters:
+            # Still needed: it goes back to waiting at once (a retry, a lost
+            # worker), so it stays a waiter of its inputs.  Releasing them
+            # would recompute them, or lose them for good if scattered.
+            recs[ts.key] = "waiting"
+            return recs
         for dts in ts.dependencies:
             dts.waiters.discard(ts)
             if not dts.waiters and not dts.who_wants and dts.state not in ("released", "erred"):
                 recs[dts.key] = "released"
-        if ts.who_wants or ts.waiters:
-            recs[ts.key] = "waiting"
-        elif not ts.dependents:
+        if not ts.dependents:
             recs[ts.key] = "forgotten"
         return recs
 
@@ -537,8 +558,9 @@ class SchedulerState:
             elif dts.state == "processing":
                 recs[dts.key] = "waiting"
         if ts.who_wants or ts.waiters:
-            for cs in ts.who_wants:
-                self.client_msgs[cs.client_key].append({"op": "lost-data", "key": ts.key})
+            if ts.run_spec is not None:  # scattered data: _lost reports it
+                for cs in ts.who_wants:
+                    self.client_msgs[cs.client_key].append({"op": "lost-data", "key": ts.key})
             recs[ts.key] = "waiting"
         elif not ts.dependents:
             recs[ts.key] = "forgotten"
@@ -690,8 +712,13 @@ class SchedulerState:
                 if any(ws.resources.get(r, 0) < need for r, need in ts.resource_restrictions.items()):
                     continue
             out.append(ws)
-        if not out and ts.loose_restrictions and not ts.resource_restrictions:
-            return None
+        if not out and ts.loose_restrictions and ts.worker_restrictions:
+            # Loose: any worker will do, but resources are never optional.
+            if not ts.resource_restrictions:
+                return None
+            out = [ws for ws in workers if ws.status == "running"
+                   and all(ws.resources.get(r, 0) >= need
+                           for r, need in ts.resource_restrictions.items())]
         return out
 
     def decide_worker(self, ts: TaskState) -> WorkerState | None:
@@ -838,7 +865,10 @@ class SchedulerState:
                 recs[ts.key] = "waiting"
         # Apply the recommendations for the new tasks in priority order so
         # that queued root tasks and assignments follow graph order.
-        ordered = dict(sorted(recs.items(), key=lambda kv: self._prio_of(kv[0]), reverse=True))
+        # (``transitions`` pops from the end; ties keep submission order.)
+        index = {key: i for i, key in enumerate(recs)}
+        ordered = dict(sorted(recs.items(), key=lambda kv: (self._prio_of(kv[0]), index[kv[0]]),
+                              reverse=True))
         return self._run_in_order(ordered)
 
     def _prio_of(self, key):
@@ -905,18 +935,29 @@ class SchedulerState:
         return self.transitions(recs)
 
     def cancel_keys(self, client: str, keys: Iterable, force: bool = False) -> tuple[dict, dict]:
-        """Cancel ``keys`` for ``client`` (for every client with ``force``)."""
+        """Cancel ``keys`` for ``client`` (for every client with ``force``).
+
+        Tasks that depend on a cancelled key and are not finished are
+        cancelled too: they would otherwise keep the key alive.
+        """
         recs: dict = {}
-        for key in keys:
-            ts = self.tasks.get(key)
-            if ts is None:
+        closure: list[TaskState] = []
+        seen: set = set()
+        stack = [self.tasks[k] for k in keys if k in self.tasks]
+        while stack:
+            ts = stack.pop()
+            if ts.key in seen:
                 continue
+            seen.add(ts.key)
+            closure.append(ts)
+            stack.extend(d for d in ts.dependents if d.state not in ("memory", "erred"))
+        for ts in closure:
             clients = list(ts.who_wants) if force else [self.clients.get(client)]
             for cs in clients:
-                if cs is None:
+                if cs is None or (cs not in ts.who_wants and ts.key not in keys):
                     continue
-                self.client_msgs[cs.client_key].append({"op": "cancelled-keys", "keys": [key]})
-                recs.update(self._release_wants(cs, [key]))
+                self.client_msgs[cs.client_key].append({"op": "cancelled-keys", "keys": [ts.key]})
+                recs.update(self._release_wants(cs, [ts.key]))
         return self.transitions(recs)
 
     def update_data(self, who_has: dict, nbytes: dict, client: str | None = None,
@@ -1010,23 +1051,23 @@ class SchedulerState:
                                       key=lambda t: t.priority)
             for ts in {*running, *ws.long_running}:
                 ts.suspicious += 1
+        # Transition at once rather than recommend: a task left "processing"
+        # on a gone worker would be misread by the transitions that follow.
         for ts in processing:
-            self._unassign(ts)
             if ts.suspicious > self.allowed_failures:
                 exc = KilledWorker(ts.key, address, self.allowed_failures)
                 msg = error_message(exc)
                 ts.exception, ts.traceback = msg["exception"], msg["traceback"]
                 ts.exception_text = msg["text"]
+                ts.traceback_text = msg["traceback_text"]
                 ts.exception_blame = ts
-                ts.state = "processing"
-                recs[ts.key] = "erred"
+                recs.update(self.transition(ts.key, "erred"))
             else:
-                ts.state = "processing"
-                recs[ts.key] = "released"
+                recs.update(self.transition(ts.key, "released"))
         for ts in list(ws.has_what):
             self._remove_replica(ts, ws)
             if not ts.who_has and ts.state == "memory":
-                recs.update(self._memory_released(ts, lost=True))
+                recs.update(self.transition(ts.key, "released", lost=True))
         return self.transitions(recs)
 
     def handle_task_finished(self, key, worker: str, nbytes: int = -1, type: str | None = None,
@@ -1069,7 +1110,7 @@ class SchedulerState:
             return {}, {}
         self._remove_replica(ts, ws)
         if not ts.who_has and ts.state == "memory":
-            return self.transitions(self._memory_released(ts, lost=True))
+            return self.transitions(self.transition(key, "released", lost=True))
         return self.flush_messages()
 
     def handle_release_worker_data(self, key, worker: str) -> tuple[dict, dict]:
@@ -1080,8 +1121,8 @@ class SchedulerState:
             return {}, {}
         self._remove_replica(ts, ws)
         if not ts.who_has and ts.state == "memory":
-            return self.transitions(self._memory_released(ts, lost=True))
-        return {}, {}
+            return self.transitions(self.transition(key, "released", lost=True))
+        return self.flush_messages()
 
     def handle_add_keys(self, worker: str, keys: Iterable, nbytes: dict | None = None) -> tuple[dict, dict]:
         """A worker now also holds ``keys`` (replicas it fetched)."""

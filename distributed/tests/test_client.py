@@ -662,9 +662,6 @@ async def test_future_cancel_method(c, s, a, b):
         _events[ev].set()
 
 
-@pytest.mark.xfail(reason="SchedulerState.cancel_keys does not cancel dependents: after "
-                          "cancelling x, a task y = submit(inc, x) keeps x alive and completes "
-                          "(upstream cancels dependents recursively)", strict=True)
 @gen_cluster(client=True)
 async def test_cancel_cascades_to_dependents(c, s, a, b):
     ev = new_event()

@@ -29,9 +29,9 @@ import psutil
 from distributed import config
 from distributed.batched import BatchedSend
 from distributed.comm import CommClosedError, connect, get_address_host, normalize_address
-from distributed.core import NO_REPLY, Server, Status, send_recv
+from distributed.core import Server, Status
 from distributed.exceptions import Reschedule, error_message
-from distributed.protocol import Serialize, loads_function
+from distributed.protocol import Serialize, Serialized, loads_function
 from distributed.spec import run_spec_call
 from distributed.threadpool import ThreadPool, set_task_hooks
 from distributed.utils import sizeof, thread_state
@@ -275,6 +275,9 @@ class Worker(Server):
             comm.abort()
             message = response.get("message") if isinstance(response, dict) else response
             raise ValueError(f"scheduler refused registration: {message}")
+        # Task payloads stay pickled until the task runs, so one that cannot
+        # be unpickled here fails as that task's error.
+        comm.deserialize = False
         self._scheduler_comm = comm
         self.batched_stream = BatchedSend(name="worker->scheduler")
         self.batched_stream.start(comm)
@@ -432,7 +435,10 @@ class Worker(Server):
                 raise TypeError(f"malformed task specification for {key!r}: {type(spec).__name__}")
             fbytes = spec.get("func")
             func = loads_function(fbytes) if fbytes is not None else None
-            args, kwargs = spec.get("args", ((), {}))
+            payload = spec.get("args", ((), {}))
+            if isinstance(payload, Serialized):
+                payload = payload.deserialize()
+            args, kwargs = payload
             walk = bool(spec.get("walk"))
             deps = {dts.key: self.data[dts.key] for dts in ts.dependencies}
         except Exception as e:

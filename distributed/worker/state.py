@@ -73,6 +73,7 @@ class TaskState:
         "resource_restrictions",
         "duration",
         "wanted",
+        "_hash",
     )
 
     def __init__(self, key):
@@ -91,6 +92,13 @@ class TaskState:
         self.resource_restrictions: dict | None = None
         self.duration = 0.0
         self.wanted = False  # the scheduler asked us to compute it
+        self._hash = hash(key)
+
+    # Hash by key, not by id(): sets of tasks then iterate in the same order
+    # on every run, so the state machine is deterministic.  Equality stays
+    # identity.
+    def __hash__(self) -> int:
+        return self._hash
 
     def __repr__(self) -> str:
         return f"<TaskState {self.key!r} {self.state}>"
@@ -152,17 +160,9 @@ class WorkerState:
             return []
         if state in ("waiting", "ready", "executing", "long-running", "constrained"):
             return []
-        if state == "cancelled":
+        if state == "cancelled" and ts.previous in ("executing", "long-running"):
             ts.wanted = True
-            if ts.previous in ("executing", "long-running"):
-                ts.state = ts.previous
-                ts.previous = None
-                return []
-            # It was a transfer in flight: compute it once the transfer ends.
-            ts.run_spec = run_spec
-            ts.priority = priority
-            ts.resource_restrictions = resource_restrictions
-            ts.state = "flight"
+            ts.state = ts.previous
             ts.previous = None
             return []
         ts.run_spec = run_spec
@@ -170,9 +170,6 @@ class WorkerState:
         ts.resource_restrictions = resource_restrictions
         ts.duration = duration
         ts.wanted = True
-        if state in ("fetch", "flight", "missing"):
-            if state == "flight":  # a transfer is running: let it finish
-                return []
         nbytes = nbytes or {}
         for dkey, holders in (who_has or {}).items():
             dts = self._ensure_task(dkey)
@@ -180,17 +177,42 @@ class WorkerState:
             dts.dependents.add(ts)
             if dkey in nbytes:
                 dts.nbytes = nbytes[dkey]
-            holders = [h for h in holders if h != self.address]
-            dts.who_has.update(holders)
+            dts.who_has.update(h for h in holders if h != self.address)
+        if state in ("flight", "cancelled"):
+            # A transfer of this key is running: let it finish.  If it
+            # fails, the task is computed here (``_fetch_failed``).
+            ts.state = "flight"
+            ts.previous = None
+            return []
+        self._schedule(ts)
+        return self._next()
+
+    def _schedule(self, ts: TaskState) -> None:
+        """Wait for the inputs of ``ts`` that are not here, or make it ready."""
+        ts.waiting_for_data.clear()
+        for dts in ts.dependencies:
             if dts.state != "memory":
                 ts.waiting_for_data.add(dts)
-                if dts.state in ("released", "missing", "error"):
+                if dts.state == "cancelled":
+                    # Its transfer or execution is still running and counts
+                    # again (an execution we were not asked for is reported
+                    # with add-keys, see handle_execute_success).
+                    dts.state = dts.previous
+                    dts.previous = None
+                elif dts.state in ("released", "missing", "error"):
                     self._to_fetch(dts)
         if ts.waiting_for_data:
             ts.state = "waiting"
         else:
             self._to_ready(ts)
-        return self._next()
+
+    def _fetch_failed(self, ts: TaskState) -> None:
+        """A transfer of ``ts`` failed: try another holder, or compute it
+        if the scheduler asked us to."""
+        if ts.wanted and ts.run_spec is not None:
+            self._schedule(ts)
+        else:
+            self._to_fetch(ts)
 
     def handle_free_keys(self, keys: Iterable) -> list:
         """The scheduler no longer needs ``keys`` here."""
@@ -253,6 +275,11 @@ class WorkerState:
         ts.nbytes = nbytes
         ts.type = type
         self._to_memory(ts)
+        if not ts.wanted:
+            # Resumed as an input of another task after the scheduler let
+            # it go: tell it we hold a copy, not that we computed it.
+            self.scheduler_msgs.append({"op": "add-keys", "keys": [key], "nbytes": {key: nbytes}})
+            return self._next()
         msg = self._finished_msg(ts)
         if duration is not None:
             msg["duration"] = duration
@@ -266,6 +293,9 @@ class WorkerState:
         self._finish_execution(ts)
         if ts.state == "cancelled":
             self._release(ts)
+            return self._next()
+        if not ts.wanted:  # only an input here (see _schedule): fetch it
+            self._to_fetch(ts)
             return self._next()
         ts.state = "error"
         self.log.append((key, "error"))
@@ -291,6 +321,8 @@ class WorkerState:
         self.long_running.add(ts)
         if ts.state == "executing":
             ts.state = "long-running"
+        elif ts.state == "cancelled":
+            ts.previous = "long-running"  # what it resumes as
         self._release_resources(ts)
         self.scheduler_msgs.append({"op": "long-running", "key": key})
         return self._next()
@@ -323,7 +355,7 @@ class WorkerState:
                     continue
                 self.scheduler_msgs.append({"op": "missing-data", "key": key, "errant_worker": worker})
                 if ts.state == "flight":
-                    self._to_fetch(ts)
+                    self._fetch_failed(ts)
         if got:
             self.scheduler_msgs.append(
                 {"op": "add-keys", "keys": got, "nbytes": {k: self.tasks[k].nbytes for k in got}})
@@ -344,7 +376,7 @@ class WorkerState:
                 continue
             if ts.state == "flight":
                 self.scheduler_msgs.append({"op": "missing-data", "key": key, "errant_worker": worker})
-                self._to_fetch(ts)
+                self._fetch_failed(ts)
         return self._next()
 
     def handle_new_holders(self, who_has: dict) -> list:
@@ -403,9 +435,11 @@ class WorkerState:
                     self._to_ready(dts)
 
     def _finish_execution(self, ts: TaskState) -> None:
-        self.executing.discard(ts)
-        self.long_running.discard(ts)
-        self._release_resources(ts)
+        if ts in self.executing:
+            self.executing.discard(ts)
+            self._release_resources(ts)
+        else:  # seceded: its resources went back then
+            self.long_running.discard(ts)
 
     def _release_resources(self, ts: TaskState) -> None:
         if ts.resource_restrictions:
