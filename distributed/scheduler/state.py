@@ -1104,17 +1104,15 @@ class SchedulerState:
 
     def handle_missing_data(self, key, errant_worker: str) -> tuple[dict, dict]:
         """Someone could not find ``key`` on ``errant_worker``."""
-        ts = self.tasks.get(key)
-        ws = self.workers.get(errant_worker)
-        if ts is None or ws is None or ws not in ts.who_has:
-            return {}, {}
-        self._remove_replica(ts, ws)
-        if not ts.who_has and ts.state == "memory":
-            return self.transitions(self.transition(key, "released", lost=True))
-        return self.flush_messages()
+        return self._replica_gone(key, errant_worker)
 
     def handle_release_worker_data(self, key, worker: str) -> tuple[dict, dict]:
         """A worker dropped its copy of ``key``."""
+        return self._replica_gone(key, worker)
+
+    def _replica_gone(self, key, worker: str) -> tuple[dict, dict]:
+        """``worker`` no longer holds ``key``; with no copy left the key is
+        recomputed (or reported lost)."""
         ts = self.tasks.get(key)
         ws = self.workers.get(worker)
         if ts is None or ws is None or ws not in ts.who_has:
