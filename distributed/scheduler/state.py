@@ -869,16 +869,11 @@ class SchedulerState:
         index = {key: i for i, key in enumerate(recs)}
         ordered = dict(sorted(recs.items(), key=lambda kv: (self._prio_of(kv[0]), index[kv[0]]),
                               reverse=True))
-        return self._run_in_order(ordered)
+        return self.transitions(ordered)
 
     def _prio_of(self, key):
         ts = self.tasks.get(key)
         return ts.priority if ts is not None and ts.priority else (0,)
-
-    def _run_in_order(self, ordered: dict) -> tuple[dict, dict]:
-        """Like ``transitions`` but takes ``ordered`` from its end (the
-        highest priority last in, first out) while following each chain."""
-        return self.transitions(ordered)
 
     def client_releases_keys(self, client: str, keys: Iterable) -> tuple[dict, dict]:
         """A client dropped its last future for ``keys``."""
