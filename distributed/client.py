@@ -25,6 +25,7 @@ import asyncio
 import atexit
 import html
 import logging
+import sys
 import threading
 import uuid
 import weakref
@@ -32,7 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from distributed import config
+from distributed import config, dask_graphs
 from distributed.batched import BatchedSend
 from distributed.comm import CommClosedError, connect, normalize_address
 from distributed.core import ConnectionPool, rpc
@@ -300,6 +301,8 @@ class Client:
         self._info_task = asyncio.ensure_future(self._refresh_info_periodically())
         if self._set_as_default:
             _set_default(self)
+        if "dask" in sys.modules:
+            dask_graphs.use_task_based_shuffles()
         return self
 
     async def _handle_report(self, comm) -> None:
@@ -692,6 +695,9 @@ class Client:
 
     def _graph_to_futures(self, dsk: dict, keys, workers=None, allow_other_workers=None,
                           resources=None, retries=None, priority: int = 0) -> dict:
+        if dask_graphs.is_dask_graph(dsk):
+            return self._dask_graph_to_futures(dask_graphs.materialize(dsk), keys, workers,
+                                               allow_other_workers, resources, retries, priority)
         dsk = dict(dsk)
         flat_keys = list(_flatten_keys(keys))
         missing = [k for k in flat_keys if k not in dsk and k not in self.futures]
@@ -728,6 +734,94 @@ class Client:
             tasks, dependencies, flat_keys, order, priority, workers,
             bool(allow_other_workers), resources, retries))
         return futures
+
+    def _dask_graph_to_futures(self, graph: dict, keys, workers=None, allow_other_workers=None,
+                               resources=None, retries=None, priority: int = 0) -> dict:
+        """Submit a materialized dask graph (``{key: GraphNode}``)."""
+        flat_keys = list(_flatten_keys(keys))
+        held = {k for k in graph if k in self.futures and self.futures[k].status != "error"}
+        missing = [k for k in flat_keys if k not in graph and k not in self.futures]
+        if missing:
+            raise KeyError(f"keys {missing!r} are not in the graph")
+        tasks, dependencies = dask_graphs.node_specs(graph, held)
+        order = dask_graphs.graph_priorities(graph)
+        futures = {}
+        with self._ref_lock:
+            for k in flat_keys:
+                futures[k] = Future(k, self, inform=k not in tasks)
+        self._send_to_scheduler(self._graph_message(
+            tasks, dependencies, [k for k in flat_keys if k in tasks],
+            {k: order.get(k, 0) for k in tasks}, priority, workers,
+            bool(allow_other_workers), resources, retries))
+        return futures
+
+    # ------------------------------------------------------------------
+    # Dask collections
+    # ------------------------------------------------------------------
+
+    def compute(self, collections, sync: bool = False, optimize_graph: bool = True, workers=None,
+                allow_other_workers: bool = False, resources=None, retries=None, priority: int = 0,
+                fifo_timeout=None, actors=None, traverse: bool = True, **kwargs):
+        """Start computing dask collections; a Future per collection (its
+        final value), or the values themselves with ``sync=True``.
+
+        >>> total = client.compute(x.sum())     # doctest: +SKIP
+        >>> total.result()                      # doctest: +SKIP
+        """
+        from dask._expr import FinalizeCompute
+        from dask.base import collections_to_expr, is_dask_collection
+
+        dask_graphs.use_task_based_shuffles()
+        singleton = not isinstance(collections, (list, tuple, set))
+        items = [collections] if singleton else list(collections)
+        graph: dict = {}
+        final_keys: dict = {}
+        for i, item in enumerate(items):
+            if is_dask_collection(item):
+                expr = FinalizeCompute(collections_to_expr([item], optimize_graph)).optimize()
+                graph.update(dask_graphs.materialize(expr))
+                final_keys[i] = list(_flatten_keys(expr.__dask_keys__()))[0]
+        futures = self._dask_graph_to_futures(graph, list(final_keys.values()), workers,
+                                              allow_other_workers, resources, retries, priority) \
+            if graph else {}
+        out = [futures[final_keys[i]] if i in final_keys else item for i, item in enumerate(items)]
+        if sync:
+            out = self.gather(out)
+        return out[0] if singleton else out
+
+    def persist(self, collections, optimize_graph: bool = True, workers=None,
+                allow_other_workers: bool = False, resources=None, retries=None, priority: int = 0,
+                fifo_timeout=None, actors=None, **kwargs):
+        """Start computing dask collections and keep the results on the
+        cluster; returns the same collections backed by futures.
+
+        >>> x = client.persist(x)               # doctest: +SKIP
+        """
+        import dask
+        from dask.base import is_dask_collection
+
+        dask_graphs.use_task_based_shuffles()
+        singleton = not isinstance(collections, (list, tuple, set))
+        items = [collections] if singleton else list(collections)
+        colls = [c for c in items if is_dask_collection(c)]
+        if optimize_graph and colls:
+            colls = list(dask.optimize(*colls))
+        graph: dict = {}
+        keys: list = []
+        for c in colls:
+            graph.update(dask_graphs.materialize(c))
+            keys.extend(_flatten_keys(c.__dask_keys__()))
+        futures = self._dask_graph_to_futures(graph, keys, workers, allow_other_workers,
+                                              resources, retries, priority) if colls else {}
+        rebuilt = iter([])
+        if colls:
+            built = []
+            for c in colls:
+                func, args = c.__dask_postpersist__()
+                built.append(func({k: futures[k] for k in _flatten_keys(c.__dask_keys__())}, *args))
+            rebuilt = iter(built)
+        out = [next(rebuilt) if is_dask_collection(item) else item for item in items]
+        return out[0] if singleton else out
 
     # ------------------------------------------------------------------
     # Getting results

@@ -22,6 +22,11 @@ from typing import Any
 from distributed.exceptions import CancelledError, TimeoutError
 from distributed.utils import in_thread_of
 
+try:  # With dask installed, a Future is dask's reference to its key.
+    from dask._task_spec import TaskRef as _FutureBase
+except ImportError:  # the core works without dask
+    _FutureBase = object
+
 __all__ = [
     "Future",
     "FutureState",
@@ -105,7 +110,7 @@ class FutureState:
         return f"<FutureState {self.key!r}: {self.status}>"
 
 
-class Future:
+class Future(_FutureBase):
     """A remote result: the value of ``key`` on the cluster.
 
     >>> future = client.submit(inc, 1)      # doctest: +SKIP
@@ -117,6 +122,8 @@ class Future:
 
     _cb_executor = None
     _cb_lock = threading.Lock()
+    #: dask recognises this as a reference to ``key`` inside its graphs.
+    __dask_future__ = True
 
     def __init__(self, key, client=None, inform: bool = True, state: FutureState | None = None):
         from distributed.client import _get_client_for_future
@@ -257,6 +264,9 @@ class Future:
     def __reduce__(self):
         return Future, (self.key,)
 
+    def __dask_tokenize__(self):
+        return ("Future", self.key)
+
     def __repr__(self) -> str:
         if self.type and self.status == "finished":
             return f"<Future: {self.status}, type: {self.type}, key: {self.key}>"
@@ -271,6 +281,9 @@ class Future:
 
     def __hash__(self) -> int:
         return id(self)
+
+    def __eq__(self, other) -> bool:  # identity, like any Python object
+        return self is other
 
 
 def _escape(x) -> str:

@@ -12,13 +12,13 @@ which run in ``self.executor``; their results come back with
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import os
 import socket
 import sys
 import tempfile
-import threading
 import time
 import weakref
 from collections.abc import MutableMapping
@@ -30,6 +30,7 @@ from distributed import config
 from distributed.batched import BatchedSend
 from distributed.comm import CommClosedError, connect, get_address_host, normalize_address
 from distributed.core import Server, Status
+from distributed.dask_graphs import run_node
 from distributed.exceptions import Reschedule, error_message
 from distributed.protocol import Serialize, Serialized, loads_function
 from distributed.spec import run_spec_call
@@ -433,14 +434,21 @@ class Worker(Server):
         try:
             if not isinstance(spec, dict):
                 raise TypeError(f"malformed task specification for {key!r}: {type(spec).__name__}")
-            fbytes = spec.get("func")
-            func = loads_function(fbytes) if fbytes is not None else None
-            payload = spec.get("args", ((), {}))
-            if isinstance(payload, Serialized):
-                payload = payload.deserialize()
-            args, kwargs = payload
-            walk = bool(spec.get("walk"))
             deps = {dts.key: self.data[dts.key] for dts in ts.dependencies}
+            if "node" in spec:  # a dask task-spec node: node(dependency values)
+                node = spec["node"]
+                if isinstance(node, Serialized):
+                    node = node.deserialize()
+                func, args, kwargs, walk = run_node, (node, deps), {}, False
+                deps = {}
+            else:
+                fbytes = spec.get("func")
+                func = loads_function(fbytes) if fbytes is not None else None
+                payload = spec.get("args", ((), {}))
+                if isinstance(payload, Serialized):
+                    payload = payload.deserialize()
+                args, kwargs = payload
+                walk = bool(spec.get("walk"))
         except Exception as e:
             self._task_done(key, False, error_message(e), 0.0, 0.0)
             return
@@ -473,6 +481,7 @@ class Worker(Server):
             pass
 
     async def _run_async_task(self, key, func, args, kwargs, deps, walk) -> None:
+        _async_task_worker.set(self)  # this task runs in its own context
         start = time.time()
         try:
             result = await run_spec_call(func, args, kwargs, deps, walk)
@@ -586,6 +595,10 @@ class Worker(Server):
         return _versions()
 
 
+#: The worker running the current ``async def`` task (they run on the loop).
+_async_task_worker: contextvars.ContextVar = contextvars.ContextVar("worker", default=None)
+
+
 def _task_error_fields(msg: dict) -> dict:
     return {
         "exception": msg["exception"],
@@ -680,9 +693,7 @@ def get_worker() -> Worker:
     worker = getattr(thread_state, "worker", None)
     if worker is not None:
         return worker
-    running = [w for w in list(Worker._instances) if w.status == Status.running]
-    if threading.current_thread() is threading.main_thread() or not running:
-        pass
-    if len(running) == 1:
-        return running[0]
+    worker = _async_task_worker.get()
+    if worker is not None:
+        return worker
     raise ValueError("get_worker() called outside of a task running on a worker")

@@ -1,0 +1,92 @@
+"""Turning what dask hands a scheduler into our task specs.
+
+Current dask graphs hold task-spec objects (``dask._task_spec``: ``Task``,
+``Alias``, ``DataNode``, ``TaskRef``) and sometimes classic tuples in the
+same graph; ``convert_legacy_graph`` makes all of them nodes, and a node
+runs on the worker as ``node(values_of_its_dependencies)``.  Expressions
+and HighLevelGraphs are materialized first.
+
+Nothing here imports dask at module import time: the core works without it,
+and these functions are only called with dask objects, so dask is there.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from distributed.protocol import serialize
+
+__all__ = ["is_dask_graph", "materialize", "node_specs", "graph_priorities", "use_task_based_shuffles"]
+
+
+def is_dask_graph(dsk: Any) -> bool:
+    """Whether ``dsk`` needs dask to be understood (an expression, a
+    HighLevelGraph, or a dict holding task-spec nodes)."""
+    if "dask" not in sys.modules:
+        return False
+    if hasattr(dsk, "__dask_graph__") and not isinstance(dsk, dict):
+        return True
+    from dask._task_spec import GraphNode
+
+    if isinstance(dsk, Mapping):
+        return type(dsk) is not dict or any(isinstance(v, GraphNode) for v in dsk.values())
+    return False
+
+
+def materialize(dsk: Any) -> dict:
+    """A plain ``{key: GraphNode}`` dict from an expression, a
+    HighLevelGraph or a mapping mixing nodes and classic tuples."""
+    from dask._task_spec import convert_legacy_graph
+
+    if hasattr(dsk, "__dask_graph__") and not isinstance(dsk, Mapping):
+        dsk = dsk.__dask_graph__()
+    return convert_legacy_graph(dict(dsk))
+
+
+def node_specs(graph: dict, held: set) -> tuple[dict, dict]:
+    """Run specs and dependencies for every node of ``graph`` except keys
+    in ``held`` (already on the cluster: futures this client holds)."""
+    from dask._task_spec import Alias
+
+    tasks: dict = {}
+    dependencies: dict = {}
+    for key, node in graph.items():
+        if key in held:
+            continue
+        deps = set(node.dependencies)
+        if isinstance(node, Alias) and node.target == key:
+            continue  # a future referring to itself: nothing to run
+        deps.discard(key)
+        tasks[key] = {"node": serialize(node)}
+        dependencies[key] = list(deps)
+    return tasks, dependencies
+
+
+def graph_priorities(graph: dict) -> dict:
+    """Dask's static ordering: a wide reduction runs depth-first and frees
+    its inputs early.  Lower numbers run first."""
+    from dask.order import order
+
+    try:
+        return {k: v.priority if hasattr(v, "priority") else v for k, v in order(graph).items()}
+    except Exception:  # an unusual graph: fall back to submission order
+        return {k: i for i, k in enumerate(graph)}
+
+
+def use_task_based_shuffles() -> None:
+    """Make dask use task-based shuffles and rechunks: the peer-to-peer
+    extension dask would pick for a distributed client does not exist here."""
+    if "dask" not in sys.modules:
+        try:
+            import dask  # noqa: F401
+        except ImportError:
+            return
+    import dask
+
+    dask.config.set({"dataframe.shuffle.method": "tasks", "array.rechunk.method": "tasks"})
+
+
+def run_node(node, data: dict) -> Any:
+    """Execute one task-spec node on a worker."""
+    return node(data)
