@@ -366,7 +366,7 @@ async def start_cluster(nthreads, scheduler_addr: str = "127.0.0.1", Worker: typ
                         worker_kwargs: dict | None = None) -> tuple[Scheduler, list]:
     """Start a validating scheduler and one worker per ``nthreads`` entry
     (``(host, n)`` or ``(host, n, {extra worker kwargs})``) on this loop."""
-    s = Scheduler(host=scheduler_addr, port=0, validate=True, **(scheduler_kwargs or {}))
+    s = Scheduler(host=scheduler_addr, port=0, **{"validate": True, **(scheduler_kwargs or {})})
     s.start()
     workers = []
     for i, spec in enumerate(nthreads):
