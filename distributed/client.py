@@ -697,7 +697,8 @@ class Client:
                           resources=None, retries=None, priority: int = 0) -> dict:
         if dask_graphs.is_dask_graph(dsk):
             return self._dask_graph_to_futures(dask_graphs.materialize(dsk), keys, workers,
-                                               allow_other_workers, resources, retries, priority)
+                                               allow_other_workers, resources, retries, priority,
+                                               annotations=dask_graphs.annotations_of(dsk))
         dsk = dict(dsk)
         flat_keys = list(_flatten_keys(keys))
         missing = [k for k in flat_keys if k not in dsk and k not in self.futures]
@@ -736,7 +737,8 @@ class Client:
         return futures
 
     def _dask_graph_to_futures(self, graph: dict, keys, workers=None, allow_other_workers=None,
-                               resources=None, retries=None, priority: int = 0) -> dict:
+                               resources=None, retries=None, priority: int = 0,
+                               annotations: dict | None = None) -> dict:
         """Submit a materialized dask graph (``{key: GraphNode}``)."""
         flat_keys = list(_flatten_keys(keys))
         held = {k for k in graph if k in self.futures and self.futures[k].status != "error"}
@@ -749,10 +751,13 @@ class Client:
         with self._ref_lock:
             for k in flat_keys:
                 futures[k] = Future(k, self, inform=k not in tasks)
-        self._send_to_scheduler(self._graph_message(
+        msg = self._graph_message(
             tasks, dependencies, [k for k in flat_keys if k in tasks],
             {k: order.get(k, 0) for k in tasks}, priority, workers,
-            bool(allow_other_workers), resources, retries))
+            bool(allow_other_workers), resources, retries)
+        if annotations:
+            dask_graphs.apply_annotations(msg, annotations)
+        self._send_to_scheduler(msg)
         return futures
 
     # ------------------------------------------------------------------
@@ -776,14 +781,16 @@ class Client:
         items = [collections] if singleton else list(collections)
         graph: dict = {}
         final_keys: dict = {}
+        annotations: dict = {}
         for i, item in enumerate(items):
             if is_dask_collection(item):
                 expr = FinalizeCompute(collections_to_expr([item], optimize_graph)).optimize()
                 graph.update(dask_graphs.materialize(expr))
+                dask_graphs.merge_annotations(annotations, dask_graphs.annotations_of(expr))
                 final_keys[i] = list(_flatten_keys(expr.__dask_keys__()))[0]
         futures = self._dask_graph_to_futures(graph, list(final_keys.values()), workers,
-                                              allow_other_workers, resources, retries, priority) \
-            if graph else {}
+                                              allow_other_workers, resources, retries, priority,
+                                              annotations) if graph else {}
         out = [futures[final_keys[i]] if i in final_keys else item for i, item in enumerate(items)]
         if sync:
             out = self.gather(out)
@@ -808,11 +815,14 @@ class Client:
             colls = list(dask.optimize(*colls))
         graph: dict = {}
         keys: list = []
+        annotations: dict = {}
         for c in colls:
             graph.update(dask_graphs.materialize(c))
+            dask_graphs.merge_annotations(annotations, dask_graphs.annotations_of(c))
             keys.extend(_flatten_keys(c.__dask_keys__()))
         futures = self._dask_graph_to_futures(graph, keys, workers, allow_other_workers,
-                                              resources, retries, priority) if colls else {}
+                                              resources, retries, priority,
+                                              annotations) if colls else {}
         rebuilt = iter([])
         if colls:
             built = []

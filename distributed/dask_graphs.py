@@ -17,7 +17,16 @@ from typing import Any
 
 from distributed.protocol import serialize
 
-__all__ = ["is_dask_graph", "materialize", "node_specs", "graph_priorities", "use_task_based_shuffles"]
+__all__ = [
+    "is_dask_graph",
+    "materialize",
+    "node_specs",
+    "graph_priorities",
+    "use_task_based_shuffles",
+    "annotations_of",
+    "merge_annotations",
+    "apply_annotations",
+]
 
 
 def is_dask_graph(dsk: Any) -> bool:
@@ -85,6 +94,55 @@ def use_task_based_shuffles() -> None:
     import dask
 
     dask.config.set({"dataframe.shuffle.method": "tasks", "array.rechunk.method": "tasks"})
+
+
+def annotations_of(obj: Any) -> dict:
+    """``{annotation: {key: value}}`` set with ``dask.annotate`` on an
+    expression, collection or HighLevelGraph (empty when there are none)."""
+    getter = getattr(obj, "__dask_annotations__", None)
+    if getter is None:
+        expr = getattr(obj, "expr", None)
+        getter = getattr(expr, "__dask_annotations__", None)
+    if getter is None and hasattr(obj, "__dask_graph__"):
+        from dask.base import collections_to_expr
+
+        try:
+            getter = collections_to_expr([obj], False).__dask_annotations__
+        except Exception:
+            return {}
+    try:
+        return dict(getter()) if getter is not None else {}
+    except Exception:
+        return {}
+
+
+def merge_annotations(into: dict, more: dict) -> None:
+    for name, per_key in more.items():
+        into.setdefault(name, {}).update(per_key)
+
+
+def apply_annotations(msg: dict, annotations: dict) -> None:
+    """Put per-key annotations into an ``update-graph`` message (only for
+    keys that message submits)."""
+    tasks = msg["tasks"]
+    for name, per_key in annotations.items():
+        values = {k: v for k, v in per_key.items() if k in tasks}
+        if not values:
+            continue
+        if name == "retries":
+            msg.setdefault("retries", {}).update(values)
+        elif name == "resources":
+            msg.setdefault("resources", {}).update(values)
+        elif name == "priority":
+            base = msg.get("user_priority", 0)
+            msg["user_priority"] = {k: values.get(k, base) for k in tasks}
+        elif name == "workers":
+            msg.setdefault("restrictions", {}).update(
+                {k: [v] if isinstance(v, str) else list(v) for k, v in values.items()})
+        elif name == "allow_other_workers":
+            loose = set(msg.get("loose_restrictions", ()))
+            loose.update(k for k, v in values.items() if v)
+            msg["loose_restrictions"] = list(loose)
 
 
 def run_node(node, data: dict) -> Any:

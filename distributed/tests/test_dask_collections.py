@@ -143,3 +143,35 @@ def test_bag_word_count_with_foldby(loop):
         assert dict(counts.compute()) == dict(_sync(counts))
         assert dict(b.persist().foldby(lambda w: w, lambda acc, w: acc + 1, 0,
                                        lambda x, y: x + y, 0).compute()) == {"a": 30, "b": 20, "c": 10, "d": 10}
+
+
+_CALLS: list = []
+
+
+def fails_twice():
+    """Raises on its first two calls in this process (workers are in-process)."""
+    _CALLS.append(1)
+    if len(_CALLS) <= 2:
+        raise ValueError(f"failure {len(_CALLS)}")
+    return 42
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1), ("127.0.0.1", 1, {"resources": {"GPU": 1}})])
+async def test_annotations_are_honoured(c, s, a, b):
+    _CALLS.clear()
+    with dask.annotate(retries=2):
+        d = dask.delayed(fails_twice, pure=False)()
+    assert await c.compute(d) == 42
+
+    with dask.annotate(resources={"GPU": 1}):
+        g = dask.delayed(inc, pure=False)(1)
+    f = c.compute(g)
+    assert await f == 2
+    gpu_key = [k for k in b.data if "inc" in str(k)]
+    assert gpu_key, "the GPU-annotated task ran on the worker with the GPU"
+
+    with dask.annotate(workers=[a.address]):
+        w = dask.delayed(inc, pure=False)(10)
+    f2 = c.compute(w)
+    assert await f2 == 11
+    assert f2.key in a.data
