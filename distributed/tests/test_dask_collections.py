@@ -175,3 +175,16 @@ async def test_annotations_are_honoured(c, s, a, b):
     f2 = c.compute(w)
     assert await f2 == 11
     assert f2.key in a.data
+
+
+@gen_cluster(client=True)
+async def test_persisted_keys_are_reused_not_recomputed(c, s, a, b):
+    x = da.arange(100, chunks=10) + 1
+    xp = c.persist(x)
+    await wait(xp)
+    chunk = futures_of(xp)[0].key
+    runs_before = sum(1 for _, start, finish in s.story(chunk) if finish == "processing")
+    assert await c.compute(xp.sum()) == sum(range(1, 101))
+    assert await c.compute((xp * 2).sum()) == 2 * sum(range(1, 101))
+    runs_after = sum(1 for _, start, finish in s.story(chunk) if finish == "processing")
+    assert runs_before == runs_after == 1
