@@ -41,6 +41,7 @@ from distributed.exceptions import CancelledError, clean_exception
 from distributed.futures import Future, FutureState, futures_of
 from distributed.protocol import Serialize, dumps_function, serialize
 from distributed.spec import TaskRef, convert_graph_value
+from distributed.structure import flatten_keys, graph_order, pack_like, replace_futures, substitute_results
 from distributed.utils import LoopRunner, funcname, in_thread_of, sync, thread_state, tokenize
 
 __all__ = ["Client", "default_client", "get_client", "worker_client"]
@@ -589,9 +590,9 @@ class Client:
         fbytes = dumps_function(func)
         deps: dict = {}
         if args:
-            args = _replace_futures(args, deps, self)
+            args = replace_futures(args, deps, self)
         if kwargs:
-            kwargs = _replace_futures(kwargs, deps, self)
+            kwargs = replace_futures(kwargs, deps, self)
         payload = serialize((args, kwargs))
         token = tokenize(fbytes, *payload.frames)
         return {"func": fbytes, "args": payload}, list(deps), token
@@ -640,8 +641,8 @@ class Client:
         fbytes = dumps_function(func)
         for i, args in enumerate(zip(*iterables)):
             deps: dict = {}
-            args = _replace_futures(args, deps, self)
-            kw = _replace_futures(kwargs, deps, self) if kwargs else kwargs
+            args = replace_futures(args, deps, self)
+            kw = replace_futures(kwargs, deps, self) if kwargs else kwargs
             payload = serialize((args, kw))
             if isinstance(key, (list, tuple)):
                 k = key[i]
@@ -674,7 +675,7 @@ class Client:
         """
         futures = self._graph_to_futures(dsk, keys, workers, allow_other_workers, resources,
                                          retries, priority)
-        packed = _pack_like(keys, futures)
+        packed = pack_like(keys, futures)
         if not sync:
             return packed
         try:
@@ -688,7 +689,7 @@ class Client:
         futures = self._graph_to_futures(dsk, keys, kwargs.get("workers"), kwargs.get("allow_other_workers"),
                                          kwargs.get("resources"), kwargs.get("retries"), kwargs.get("priority", 0))
         try:
-            return await self._gather(_pack_like(keys, futures))
+            return await self._gather(pack_like(keys, futures))
         finally:
             for f in futures.values():
                 f.release()
@@ -700,7 +701,7 @@ class Client:
                                                allow_other_workers, resources, retries, priority,
                                                annotations=dask_graphs.annotations_of(dsk))
         dsk = dict(dsk)
-        flat_keys = list(_flatten_keys(keys))
+        flat_keys = list(flatten_keys(keys))
         missing = [k for k in flat_keys if k not in dsk and k not in self.futures]
         if missing:
             raise KeyError(f"keys {missing!r} are not in the graph")
@@ -715,7 +716,7 @@ class Client:
             else:
                 tasks_deps: set = set()
                 holder: dict = {}
-                value = _replace_futures(value, holder, self, keep_tasks=True)
+                value = replace_futures(value, holder, self, keep_tasks=True)
                 tasks_deps.update(holder)
                 spec_value = convert_graph_value(value, graph_keys, tasks_deps)
             tasks_deps.discard(k)
@@ -726,7 +727,7 @@ class Client:
                 spec = {"func": None, "args": serialize(((spec_value,), {})), "walk": True}
             tasks[k] = spec
             dependencies[k] = list(tasks_deps)
-        order = _graph_order(dependencies, flat_keys)
+        order = graph_order(dependencies, flat_keys)
         futures = {}
         with self._ref_lock:
             for k in flat_keys:
@@ -740,7 +741,7 @@ class Client:
                                resources=None, retries=None, priority: int = 0,
                                annotations: dict | None = None) -> dict:
         """Submit a materialized dask graph (``{key: GraphNode}``)."""
-        flat_keys = list(_flatten_keys(keys))
+        flat_keys = list(flatten_keys(keys))
         held = {k for k in graph if k in self.futures and self.futures[k].status != "error"}
         missing = [k for k in flat_keys if k not in graph and k not in self.futures]
         if missing:
@@ -787,7 +788,7 @@ class Client:
                 expr = FinalizeCompute(collections_to_expr([item], optimize_graph)).optimize()
                 graph.update(dask_graphs.materialize(expr))
                 dask_graphs.merge_annotations(annotations, dask_graphs.annotations_of(expr))
-                final_keys[i] = list(_flatten_keys(expr.__dask_keys__()))[0]
+                final_keys[i] = list(flatten_keys(expr.__dask_keys__()))[0]
         futures = self._dask_graph_to_futures(graph, list(final_keys.values()), workers,
                                               allow_other_workers, resources, retries, priority,
                                               annotations) if graph else {}
@@ -819,7 +820,7 @@ class Client:
         for c in colls:
             graph.update(dask_graphs.materialize(c))
             dask_graphs.merge_annotations(annotations, dask_graphs.annotations_of(c))
-            keys.extend(_flatten_keys(c.__dask_keys__()))
+            keys.extend(flatten_keys(c.__dask_keys__()))
         futures = self._dask_graph_to_futures(graph, keys, workers, allow_other_workers,
                                               resources, retries, priority,
                                               annotations) if colls else {}
@@ -828,7 +829,7 @@ class Client:
             built = []
             for c in colls:
                 func, args = c.__dask_postpersist__()
-                built.append(func({k: futures[k] for k in _flatten_keys(c.__dask_keys__())}, *args))
+                built.append(func({k: futures[k] for k in flatten_keys(c.__dask_keys__())}, *args))
             rebuilt = iter(built)
         out = [next(rebuilt) if is_dask_collection(item) else item for item in items]
         return out[0] if singleton else out
@@ -889,7 +890,7 @@ class Client:
                     if st.status == "finished":
                         st.workers = ()
                 await asyncio.sleep(min(0.01 * deadline_tries, 0.2))
-        return _substitute_results(futures, data, bad)
+        return substitute_results(futures, data, bad)
 
     async def _fetch(self, keys: list, known: dict) -> tuple[dict, dict]:
         """Fetch keys from workers; returns (data, {key: failed worker})."""
@@ -1363,94 +1364,6 @@ def _loop_running_in_this_thread() -> bool:
 async def _wait_all(futures) -> None:
     for f in futures:
         await f._state.wait()
-
-
-def _replace_futures(obj, deps: dict, client: Client, keep_tasks: bool = False):
-    """Replace Futures anywhere in ``obj`` with ``TaskRef``; collect their keys."""
-    typ = type(obj)
-    if typ is Future or isinstance(obj, Future):
-        if obj.client is not client:
-            raise ValueError(f"{obj!r} belongs to another client")
-        deps[obj.key] = obj
-        return TaskRef(obj.key)
-    if typ is tuple or typ is list or typ is set or typ is frozenset:
-        if not obj:
-            return obj
-        new = [_replace_futures(x, deps, client, keep_tasks) for x in obj]
-        if all(a is b for a, b in zip(new, obj)):
-            return obj
-        return typ(new)
-    if typ is dict:
-        changed = False
-        out = {}
-        for k, v in obj.items():
-            nv = _replace_futures(v, deps, client, keep_tasks)
-            changed = changed or nv is not v
-            out[k] = nv
-        return out if changed else obj
-    return obj
-
-
-def _flatten_keys(keys) -> Iterator:
-    if isinstance(keys, list):
-        for k in keys:
-            yield from _flatten_keys(k)
-    else:
-        yield keys
-
-
-def _pack_like(keys, futures: dict):
-    if isinstance(keys, list):
-        return [_pack_like(k, futures) for k in keys]
-    return futures[keys]
-
-
-def _substitute_results(obj, data: dict, bad: set):
-    typ = type(obj)
-    if isinstance(obj, Future):
-        return data[obj.key]
-    if typ in (list, tuple, set, frozenset):
-        out = [_substitute_results(x, data, bad) for x in obj
-               if not (isinstance(x, Future) and x.key in bad)]
-        return typ(out)
-    if typ is dict:
-        return {k: _substitute_results(v, data, bad) for k, v in obj.items()
-                if not (isinstance(v, Future) and v.key in bad)}
-    return obj
-
-
-def _graph_order(dependencies: dict, outputs: list) -> dict:
-    """A depth-first order of the graph from its outputs: each subtree is
-    finished before the next begins, so intermediate results are freed early.
-    Lower numbers run first."""
-    order: dict = {}
-    counter = 0
-    visited: set = set()
-    roots = [k for k in outputs if k in dependencies]
-    stack: list = [(k, False) for k in reversed(roots)]
-    while stack:
-        key, expanded = stack.pop()
-        if expanded:
-            order[key] = counter
-            counter += 1
-            continue
-        if key in visited:
-            continue
-        visited.add(key)
-        stack.append((key, True))
-        deps = dependencies.get(key, ())
-        for d in sorted((d for d in deps if d in dependencies and d not in visited),
-                        key=_sort_key, reverse=True):
-            stack.append((d, False))
-    for k in dependencies:
-        if k not in order:
-            order[k] = counter
-            counter += 1
-    return order
-
-
-def _sort_key(k):
-    return (type(k).__name__, str(k))
 
 
 @contextmanager
