@@ -716,7 +716,7 @@ class Client:
             else:
                 tasks_deps: set = set()
                 holder: dict = {}
-                value = replace_futures(value, holder, self, keep_tasks=True)
+                value = replace_futures(value, holder, self)
                 tasks_deps.update(holder)
                 spec_value = convert_graph_value(value, graph_keys, tasks_deps)
             tasks_deps.discard(k)
@@ -778,6 +778,12 @@ class Client:
         from dask.base import collections_to_expr, is_dask_collection
 
         dask_graphs.use_task_based_shuffles()
+        if isinstance(collections, dict):
+            names = list(collections)
+            futures = self.compute(list(collections.values()), sync=sync, optimize_graph=optimize_graph,
+                                   workers=workers, allow_other_workers=allow_other_workers,
+                                   resources=resources, retries=retries, priority=priority)
+            return dict(zip(names, futures))
         singleton = not isinstance(collections, (list, tuple, set))
         items = [collections] if singleton else list(collections)
         graph: dict = {}

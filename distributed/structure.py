@@ -14,7 +14,7 @@ from distributed.spec import TaskRef
 __all__ = ["replace_futures", "flatten_keys", "pack_like", "substitute_results", "graph_order"]
 
 
-def replace_futures(obj, deps: dict, client, keep_tasks: bool = False):
+def replace_futures(obj, deps: dict, client):
     """Replace Futures anywhere in ``obj`` with ``TaskRef``; collect their keys."""
     typ = type(obj)
     if typ is Future or isinstance(obj, Future):
@@ -25,7 +25,7 @@ def replace_futures(obj, deps: dict, client, keep_tasks: bool = False):
     if typ is tuple or typ is list or typ is set or typ is frozenset:
         if not obj:
             return obj
-        new = [replace_futures(x, deps, client, keep_tasks) for x in obj]
+        new = [replace_futures(x, deps, client) for x in obj]
         if all(a is b for a, b in zip(new, obj)):
             return obj
         return typ(new)
@@ -33,7 +33,7 @@ def replace_futures(obj, deps: dict, client, keep_tasks: bool = False):
         changed = False
         out = {}
         for k, v in obj.items():
-            nv = replace_futures(v, deps, client, keep_tasks)
+            nv = replace_futures(v, deps, client)
             changed = changed or nv is not v
             out[k] = nv
         return out if changed else obj

@@ -188,3 +188,13 @@ async def test_persisted_keys_are_reused_not_recomputed(c, s, a, b):
     assert await c.compute((xp * 2).sum()) == 2 * sum(range(1, 101))
     runs_after = sum(1 for _, start, finish in s.story(chunk) if finish == "processing")
     assert runs_before == runs_after == 1
+
+
+@gen_cluster(client=True)
+async def test_compute_dict_and_persist_delayed(c, s, a, b):
+    d = dask.delayed(inc)(dask.delayed(inc)(1))
+    dp = c.persist(d)
+    assert len(futures_of(dp)) == 1
+    out = c.compute({"x": dp, "y": da.ones(4, chunks=2).sum()})
+    assert set(out) == {"x", "y"}
+    assert await out["x"] == 3 and await out["y"] == 4
