@@ -10,7 +10,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import threading
-import time
 import traceback
 
 import pytest
@@ -37,10 +36,8 @@ from distributed.utils_test import add, cluster, double, inc, throws, wait_for
 
 
 def wait_for_path(path, x=None, timeout=10):
-    """Block (bounded) until ``path`` exists; returns ``x``."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    """Block until ``path`` exists (AssertionError after ``timeout``); returns ``x``."""
+    wait_for(lambda: os.path.exists(path), timeout=timeout)
     return x
 
 
