@@ -205,7 +205,6 @@ class Client:
         self._cancelled_states: dict = {}
         self._key_waiters: dict = {}  # key -> asyncio futures set by key-in-memory
         self._info_cache: tuple | None = None  # (workers, threads, memory) for repr
-        self._info_task = None
         self._set_as_default = set_as_default
         self.connection_pool: ConnectionPool | None = None
         self._connection_limit = connection_limit
@@ -299,7 +298,6 @@ class Client:
             self._stream.send(*pending)
         self._handle_report_task = asyncio.ensure_future(self._handle_report(comm))
         await self._update_scheduler_info()
-        self._info_task = asyncio.ensure_future(self._refresh_info_periodically())
         if self._set_as_default:
             _set_default(self)
         if "dask" in sys.modules:
@@ -418,8 +416,6 @@ class Client:
             except CommClosedError:
                 pass
             await self._stream.close(timeout=2)
-        if self._info_task is not None:
-            self._info_task.cancel()
         if self._handle_report_task is not None:
             self._handle_report_task.cancel()
             try:
@@ -551,10 +547,6 @@ class Client:
                 self._send_to_scheduler({"op": "client-releases-keys", "keys": [key]})
             except RuntimeError:  # loop closed
                 pass
-
-    def _new_future(self, key) -> Future:
-        """A Future for a key this client is submitting (no desire message)."""
-        return Future(key, self, inform=False)
 
     # ------------------------------------------------------------------
     # Submitting work
@@ -1298,8 +1290,10 @@ class Client:
     def __repr__(self) -> str:
         if self.status != "running":
             return f"<Client: {self.status}>"
-        # Never blocks (repr shows up in logs and debuggers): the summary is
-        # fetched at start and refreshed every few seconds.
+        # A blocking client refreshes the summary; an asynchronous one cannot
+        # wait here and shows what it learned when it connected.
+        if not self.asynchronous:
+            self._refresh_info()
         info = self._info_cache
         if info is None:
             return f"<Client: {self._address!r}>"
@@ -1321,14 +1315,6 @@ class Client:
         workers = info.get("workers", {}).values()
         self._info_cache = (len(workers), sum(w.get("nthreads", 0) for w in workers),
                             sum(w.get("memory_limit") or 0 for w in workers))
-
-    async def _refresh_info_periodically(self, interval: float = 2.0) -> None:
-        """Keep the summary shown by repr fresh for asynchronous clients,
-        whose repr cannot wait for the scheduler."""
-        while self.status == "running":
-            await asyncio.sleep(interval)
-            if self.status == "running":
-                await self._update_scheduler_info()
 
     def _repr_html_(self) -> str:
         if self.status != "running":

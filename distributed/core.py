@@ -86,7 +86,6 @@ class Server:
             limit=config.get("distributed.worker.connections.outgoing", 50),
             deserialize=deserialize,
         )
-        self._event_finished = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------
 
@@ -374,11 +373,6 @@ class rpc:
             await comm.close()
         self._idle.clear()
         self._busy.clear()
-
-    def close_comms(self) -> None:
-        self.status = Status.closed
-        for comm in [*self._idle, *self._busy]:
-            comm.abort()
 
     async def __aenter__(self):
         return self

@@ -10,7 +10,6 @@ import logging
 import re
 import sys
 import threading
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -106,11 +105,6 @@ def tokenize(*parts: bytes | bytearray | memoryview | str) -> str:
             part = part.encode()
         h.update(part)
     return h.hexdigest()
-
-
-def new_key(prefix: str) -> str:
-    """A fresh unique key for impure tasks."""
-    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 def sizeof(obj: Any) -> int:
@@ -267,6 +261,3 @@ class LoopRunner:
 
     def is_started(self) -> bool:
         return self._started
-
-    def run_sync(self, func: Callable, *args, **kwargs) -> Any:
-        return sync(self.loop, func, *args, **kwargs)

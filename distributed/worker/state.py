@@ -140,7 +140,6 @@ class WorkerState:
         self.long_running: set[TaskState] = set()
         self.data_needed: list = []  # heap of (priority, counter, TaskState) to fetch
         self.in_flight_workers: dict[str, set[TaskState]] = {}
-        self.busy_workers: set[str] = set()
         self.scheduler_msgs: list = []
         self.log: deque = deque(maxlen=story_length)
         self.paused = False
