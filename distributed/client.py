@@ -1056,11 +1056,19 @@ class Client:
         await self.scheduler.retry(keys=keys, client=self.id)
 
     def restart(self, timeout=None, wait_for_workers: bool = True, asynchronous=None):
-        """Clear the cluster: every future is cancelled and worker memory freed."""
-        return self.sync(self._restart, asynchronous=asynchronous)
+        """Restart the cluster: every future is cancelled (``CancelledError``),
+        workers with a nanny get a fresh process, the others drop their data.
 
-    async def _restart(self, timeout=None, **kwargs) -> Client:
-        await self.scheduler.restart(client=self.id)
+        >>> client.restart()          # doctest: +SKIP
+        <Client: ...>
+        """
+        return self.sync(self._restart, timeout=timeout, wait_for_workers=wait_for_workers,
+                         asynchronous=asynchronous)
+
+    async def _restart(self, timeout=None, wait_for_workers: bool = True, **kwargs) -> Client:
+        timeout = config.parse_timedelta(timeout) if timeout is not None else 4 * self.timeout
+        self._on_restart()
+        await self.scheduler.restart(client=self.id, timeout=timeout, wait_for_workers=wait_for_workers)
         self._on_restart()
         return self
 

@@ -49,18 +49,22 @@ class KilledWorker(Exception):
         task: Any,
         last_worker: str | None = None,
         allowed_failures: int | None = None,
+        reason: str | None = None,
+        deaths: int | None = None,
     ):
         self.task = task
         self.last_worker = last_worker
         self.allowed_failures = allowed_failures
-        super().__init__(task, last_worker, allowed_failures)
+        self.reason = reason
+        self.deaths = deaths if deaths is not None else (allowed_failures or 0) + 1
+        super().__init__(task, last_worker, allowed_failures, reason, deaths)
 
     def __str__(self) -> str:
-        deaths = (self.allowed_failures or 0) + 1
+        why = f" ({self.reason})" if self.reason else ""
         return (
-            f"Attempted to run task {self.task!r} on {deaths} different workers, "
+            f"Attempted to run task {self.task!r} on {self.deaths} different workers, "
             f"but all those workers died while running it. The last worker that "
-            f"attempted to run the task was {self.last_worker}. Inspect worker logs "
+            f"attempted to run the task was {self.last_worker}{why}. Inspect worker logs "
             f"for details; the task may be using too much memory or crashing its process."
         )
 

@@ -543,10 +543,24 @@ def _run_scheduler(conn, scheduler_kwargs: dict) -> None:
     asyncio.run(main())
 
 
-def _run_worker(scheduler_address: str, worker_kwargs: dict) -> None:
-    from distributed.deploy.local import _run_worker_process
+def _run_worker(scheduler_address: str, worker_kwargs: dict, nanny: bool) -> None:
+    """A worker (or a Nanny and its worker) until SIGTERM or it closes."""
+    logging.getLogger("distributed").setLevel(logging.WARNING)
 
-    _run_worker_process(scheduler_address, worker_kwargs, logging.WARNING)
+    async def main():
+        if nanny:
+            from distributed.nanny import Nanny
+
+            server = Nanny(scheduler_address, silence_logs=logging.WARNING, **worker_kwargs)
+        else:
+            server = Worker(scheduler_address, **worker_kwargs)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.close()))
+        await server.start()
+        await server.finished()
+
+    asyncio.run(main())
 
 
 @contextlib.contextmanager
@@ -577,14 +591,15 @@ def cluster(nworkers: int = 2, nanny: bool = False, worker_kwargs: dict | None =
             wprocs = []
             for i in range(nworkers):
                 kw = {"nthreads": 1, "name": i, "memory_limit": "1GB", **worker_kwargs}
-                p = ctx.Process(target=_run_worker, args=(saddr, kw), name=f"dask-worker-{i}", daemon=True)
+                p = ctx.Process(target=_run_worker, args=(saddr, kw, nanny), name=f"dask-worker-{i}",
+                                daemon=not nanny)  # daemons may not have children
                 p.start()
                 procs.append(p)
                 wprocs.append(p)
-            by_pid = _wait_for_workers(saddr, [p.pid for p in wprocs], timeout=60)
+            by_name = _wait_for_workers(saddr, [i for i in range(nworkers)], timeout=60)
             s = {"proc": sproc, "address": saddr, "port": int(saddr.rsplit(":", 1)[1])}
-            workers = [{"proc": p, "address": by_pid[p.pid], "port": int(by_pid[p.pid].rsplit(":", 1)[1])}
-                       for p in wprocs]
+            workers = [{"proc": p, "address": by_name[i], "port": int(by_name[i].rsplit(":", 1)[1])}
+                       for i, p in enumerate(wprocs)]
             try:
                 yield s, workers
             finally:
@@ -603,7 +618,8 @@ def cluster(nworkers: int = 2, nanny: bool = False, worker_kwargs: dict | None =
             child.close()
 
 
-def _wait_for_workers(saddr: str, pids: list[int], timeout: float) -> dict[int, str]:
+def _wait_for_workers(saddr: str, names: list, timeout: float) -> dict:
+    """Worker name -> address once every worker in ``names`` registered."""
     from distributed.core import rpc
 
     async def poll():
@@ -611,11 +627,11 @@ def _wait_for_workers(saddr: str, pids: list[int], timeout: float) -> dict[int, 
             deadline = time.monotonic() + timeout
             while True:
                 info = await r.identity()
-                by_pid = {w["pid"]: addr for addr, w in info["workers"].items()}
-                if all(pid in by_pid for pid in pids):
-                    return by_pid
+                by_name = {w["name"]: addr for addr, w in info["workers"].items()}
+                if all(name in by_name for name in names):
+                    return by_name
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"only {len(by_pid)} of {len(pids)} workers registered in {timeout} s")
+                    raise TimeoutError(f"only {len(by_name)} of {len(names)} workers registered in {timeout} s")
                 await asyncio.sleep(0.01)
 
     return asyncio.run(poll())

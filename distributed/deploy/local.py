@@ -1,9 +1,9 @@
 """LocalCluster: a scheduler and workers on this machine.
 
 The scheduler runs on the cluster's event loop in this process.  Workers run
-in child processes (``processes=True``, the default: each child imports
-nothing of the parent and runs one Worker) or on the same loop
-(``processes=False``).  Everything binds to 127.0.0.1 unless ``host`` says
+in child processes (``processes=True``, the default: each is supervised by a
+``Nanny`` on the cluster's loop, which restarts it if it dies) or on the same
+loop (``processes=False``).  Everything binds to 127.0.0.1 unless ``host`` says
 otherwise.
 
 Used blocking (``LocalCluster()`` starts its own loop thread) or
@@ -14,16 +14,14 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-import multiprocessing
 import os
-import signal
-import time
 from typing import Any
 
 import psutil
 
 from distributed import config
 from distributed.core import Status
+from distributed.nanny import Nanny
 from distributed.scheduler.server import Scheduler
 from distributed.utils import LoopRunner, in_thread_of, sync
 from distributed.worker.server import Worker
@@ -50,83 +48,6 @@ def nprocesses_nthreads(n: int | None = None) -> tuple[int, int]:
     while n % processes:
         processes -= 1
     return processes, n // processes
-
-
-def _run_worker_process(scheduler_address: str, kwargs: dict, silence_logs) -> None:
-    """Entry point of a worker child process: run one Worker until it closes
-    or the process gets SIGTERM/SIGINT."""
-    if silence_logs:
-        logging.getLogger("distributed").setLevel(silence_logs)
-
-    async def main():
-        worker = Worker(scheduler_address, **kwargs)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close()))
-            except (NotImplementedError, RuntimeError):
-                pass
-        await worker.start()
-        await worker.finished()
-
-    asyncio.run(main())
-
-
-class _WorkerProcess:
-    """A worker in a child process, as the cluster sees it."""
-
-    def __init__(self, name, scheduler_address: str, kwargs: dict, silence_logs):
-        ctx = multiprocessing.get_context("spawn")
-        self.name = name
-        self.process = ctx.Process(target=_run_worker_process, name=f"dask-worker-{name}",
-                                   args=(scheduler_address, kwargs, silence_logs), daemon=True)
-        self.address: str | None = None
-        self.status = Status.init
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
-    def start(self) -> None:
-        self.process.start()
-        self.status = Status.starting
-
-    async def wait_registered(self, scheduler: Scheduler, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            for ws in scheduler.workers.values():
-                if ws.pid == self.process.pid:
-                    self.address = ws.address
-                    self.status = Status.running
-                    return
-            if not self.process.is_alive():
-                raise RuntimeError(f"worker process {self.name} exited with code {self.process.exitcode}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"worker process {self.name} did not register within {timeout} s")
-            await asyncio.sleep(0.005)
-
-    async def close(self, timeout: float = 10) -> None:
-        proc = self.process
-        if proc.pid is not None and proc.is_alive():
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            deadline = time.monotonic() + timeout
-            while proc.is_alive() and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            if proc.is_alive():
-                proc.kill()
-                await asyncio.sleep(0)
-        await asyncio.get_running_loop().run_in_executor(None, proc.join, 5)
-        try:
-            proc.close()
-        except ValueError:
-            pass
-        self.status = Status.closed
-
-    def __repr__(self) -> str:
-        return f"<WorkerProcess {self.name}: {self.address} pid={self.pid} {self.status}>"
 
 
 class LocalCluster:
@@ -256,24 +177,23 @@ class LocalCluster:
         return opts
 
     async def _add_workers(self, n: int) -> None:
-        timeout = config.get_timedelta("distributed.comm.timeouts.connect") * 2
         new = []
         for _ in range(n):
             name = self._next_name
             self._next_name += 1
             opts = self._worker_options(name)
             if self.processes:
-                w = _WorkerProcess(name, self.scheduler.address, opts, self.silence_logs)
-                w.start()
+                cls = self.worker_class or Nanny
+                w = cls(self.scheduler.address, silence_logs=self.silence_logs, **opts)
             else:
                 cls = self.worker_class or Worker
                 w = cls(self.scheduler.address, **opts)
             self.workers[name] = w
             new.append(w)
-        if self.processes:
-            await asyncio.gather(*(w.wait_registered(self.scheduler, timeout) for w in new))
-        else:
-            await asyncio.gather(*(w.start() for w in new))
+        results = await asyncio.gather(*(w.start() for w in new), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
 
     async def _remove_workers(self, names: list) -> None:
         addresses = [self._address_of(n) for n in names]
@@ -288,8 +208,9 @@ class LocalCluster:
             await w.close()
 
     def _address_of(self, name) -> str | None:
+        """The worker address of ``name`` (a Nanny's is that of its worker)."""
         w = self.workers.get(name)
-        return getattr(w, "address", None)
+        return getattr(w, "worker_address", None) or getattr(w, "address", None)
 
     def scale(self, n: int):
         """Grow or shrink to ``n`` workers (retiring ones move their data first)."""

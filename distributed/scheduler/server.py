@@ -94,6 +94,10 @@ class Scheduler(Server):
         self.worker_streams: dict[str, BatchedSend] = {}
         self.client_streams: dict[str, BatchedSend] = {}
         self.datasets: dict[str, dict] = {}
+        # Why workers went away, as they or their nannies told us, until the
+        # removal that needs it (worker address -> reason).
+        self._exit_reasons: dict[str, str] = {}
+        self._restarting: set[str] = set()  # workers whose nannies restart them
         self._closed_event: asyncio.Event | None = None
         self.start_time = time.time()
         handlers = {
@@ -137,6 +141,7 @@ class Scheduler(Server):
             "reschedule": self._reschedule,
             "request-who-has": self._request_who_has,
             "unregister": self._unregister,
+            "worker-exiting": self._worker_exiting,
             "keep-alive": lambda **kw: None,
             # from clients
             "update-graph": self._update_graph,
@@ -317,16 +322,45 @@ class Scheduler(Server):
             await self.handle_stream(comm, extra={"worker": address})
         finally:
             if self.worker_streams.get(address) is stream:
-                await self._remove_worker(address, safe=False)
+                if address in self._restarting:
+                    await self._remove_worker(address, safe=True)
+                else:
+                    reason = await self._why_worker_left(address)
+                    await self._remove_worker(address, safe=False, reason=reason)
         return NO_REPLY
 
-    async def _remove_worker(self, address: str, safe: bool = False) -> None:
+    async def _why_worker_left(self, address: str) -> str:
+        """The reason a worker's connection ended: what it told us, else
+        what its nanny saw (asked while the worker takes no new tasks)."""
+        reason = self._exit_reasons.pop(address, None)
+        if reason is not None:
+            return reason
+        ws = self.state.workers.get(address)
+        if ws is not None and ws.nanny:
+            ws.status = "closing"
+            self.state.idle.pop(address, None)
+            try:
+                reason = await asyncio.wait_for(
+                    self.rpc(ws.nanny).worker_exit_status(address=address, timeout=0.5), 2)
+            except Exception as e:
+                logger.debug("nanny %s did not say why %s left: %s", ws.nanny, address, e)
+            reason = self._exit_reasons.pop(address, None) or reason
+        return reason or "its connection to the scheduler was lost"
+
+    def _worker_exiting(self, worker=None, reason: str = "", **kwargs) -> None:
+        self._exit_reasons[worker] = reason
+
+    async def _remove_worker(self, address: str, safe: bool = False, reason: str | None = None) -> None:
         stream = self.worker_streams.pop(address, None)
+        self._exit_reasons.pop(address, None)
         if address not in self.state.workers:
             return
-        logger.info("Remove worker %s%s", address, "" if safe else " (lost)")
+        if safe:
+            logger.info("Remove worker %s", address)
+        else:
+            logger.warning("Remove worker %s: %s", address, reason or "lost")
         self.rpc.remove(address)
-        cmsgs, wmsgs = self.state.remove_worker(address, safe=safe)
+        cmsgs, wmsgs = self.state.remove_worker(address, safe=safe, reason=reason)
         self.send_all(cmsgs, wmsgs)
         if stream is None:
             return
@@ -355,14 +389,14 @@ class Scheduler(Server):
 
     def _check_worker_ttl(self) -> None:
         for address in self.state.check_worker_ttl(time.time(), self.worker_ttl):
-            logger.warning("Worker %s sent no heartbeat for %s s; removing it", address, self.worker_ttl)
+            reason = f"no heartbeat for more than {self.worker_ttl:g} s"
             stream = self.worker_streams.get(address)
             if stream is not None:
                 try:
                     stream.send({"op": "close", "reason": "worker-ttl-timed-out"})
                 except CommClosedError:
                     pass
-            self.spawn(self._remove_worker(address, safe=False))
+            self.spawn(self._remove_worker(address, safe=False, reason=reason))
 
     def _task_finished(self, key=None, worker=None, nbytes=-1, type=None, duration=None, **kwargs):
         self.send_all(*self.state.handle_task_finished(key, worker, nbytes, type, duration))
@@ -685,21 +719,37 @@ class Scheduler(Server):
                 await self._remove_worker(addr, safe=True)
         return retired
 
-    async def restart(self, comm=None, client=None, **kwargs) -> str:
-        """Forget every task and clear worker memory; clients' futures are
-        cancelled.  (Restarting worker processes needs a Nanny.)"""
-        for stream in self.client_streams.values():
-            try:
-                stream.send({"op": "restart"})
-            except CommClosedError:
-                pass
-        all_keys = list(self.state.tasks)
-        for cs in list(self.state.clients.values()):
-            self.send_all(*self.state.cancel_keys(cs.client_key, [ts.key for ts in cs.wants_what], force=True))
-        for addr in list(self.state.workers):
-            stream = self.worker_streams.get(addr)
-            if stream is not None:
-                stream.send({"op": "free-keys", "keys": list(all_keys)})
+    async def restart(self, comm=None, client=None, timeout: float = 30,
+                      wait_for_workers: bool = True, **kwargs) -> str:
+        """Forget every task (clients' futures are cancelled) and restart
+        every worker that has a nanny; workers without one only drop their
+        data.  Returns once the restarted workers are back, or raises
+        ``TimeoutError`` naming those that did not come back in ``timeout``."""
+        nannies = {addr: ws.nanny for addr, ws in self.state.workers.items() if ws.nanny}
+        old = {addr: self.state.workers[addr] for addr in nannies}
+        for addr in nannies:
+            self.state.workers[addr].status = "closing"  # no new work while it restarts
+            self.state.idle.pop(addr, None)
+        self._restarting.update(nannies)
+        self.send_all(*self.state.restart())
+        self.datasets.clear()
+        try:
+            results = await asyncio.gather(
+                *(asyncio.wait_for(self.rpc(nanny).restart(timeout=timeout / 2), timeout)
+                  for nanny in nannies.values()),
+                return_exceptions=True)
+        finally:
+            self._restarting.difference_update(nannies)
+        for addr in nannies:
+            if self.state.workers.get(addr) is old[addr]:  # its old connection is not closed yet
+                await self._remove_worker(addr, safe=True)
+        failed = [n for n, r in zip(nannies.values(), results) if isinstance(r, BaseException)]
+        if failed:
+            logger.error("restart: nannies %s failed: %s", failed,
+                         [r for r in results if isinstance(r, BaseException)])
+            if wait_for_workers:
+                raise TimeoutError(f"{len(failed)} of {len(nannies)} workers did not restart within "
+                                   f"{timeout} s (nannies {', '.join(failed)})")
         return "OK"
 
     # -- datasets --------------------------------------------------------

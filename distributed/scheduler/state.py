@@ -1025,11 +1025,12 @@ class SchedulerState:
         self._fill_worker(ws, recs)
         return self.transitions(recs)
 
-    def remove_worker(self, address: str, safe: bool = False) -> tuple[dict, dict]:
+    def remove_worker(self, address: str, safe: bool = False, reason: str | None = None) -> tuple[dict, dict]:
         """A worker left.  Its tasks are rescheduled; keys it alone held are
         recomputed from their dependencies (or reported lost).  Unless
         ``safe``, the tasks it was most likely running count a death and fail
-        with ``KilledWorker`` after ``allowed_failures`` deaths."""
+        with ``KilledWorker`` after ``allowed_failures`` deaths; ``reason``
+        (why the worker died, when known) goes into that error."""
         ws = self.workers.pop(address, None)
         if ws is None:
             return {}, {}
@@ -1050,7 +1051,7 @@ class SchedulerState:
         # on a gone worker would be misread by the transitions that follow.
         for ts in processing:
             if ts.suspicious > self.allowed_failures:
-                exc = KilledWorker(ts.key, address, self.allowed_failures)
+                exc = KilledWorker(ts.key, address, self.allowed_failures, reason, ts.suspicious)
                 msg = error_message(exc)
                 ts.exception, ts.traceback = msg["exception"], msg["traceback"]
                 ts.exception_text = msg["text"]
@@ -1064,6 +1065,29 @@ class SchedulerState:
             if not ts.who_has and ts.state == "memory":
                 recs.update(self.transition(ts.key, "released", lost=True))
         return self.transitions(recs)
+
+    def restart(self) -> tuple[dict, dict]:
+        """Forget every task: each client gets a ``restart`` message (its
+        futures are cancelled) and each worker is told to free its keys."""
+        for ws in self.workers.values():
+            keys = [ts.key for ts in ws.has_what] + [ts.key for ts in ws.processing]
+            if keys:
+                self.worker_msgs[ws.address].append({"op": "free-keys", "keys": keys})
+            ws.has_what.clear()
+            ws.processing.clear()
+            ws.long_running.clear()
+            ws.occupancy = 0.0
+            ws.nbytes = 0
+            self._check_idle(ws)
+        for cs in self.clients.values():
+            cs.wants_what.clear()
+            self.client_msgs[cs.client_key].append({"op": "restart"})
+        self.tasks.clear()
+        self.queued.clear()
+        self.unrunnable.clear()
+        if self.validate:
+            self.validate_state()
+        return self.flush_messages()
 
     def handle_task_finished(self, key, worker: str, nbytes: int = -1, type: str | None = None,
                              duration: float | None = None) -> tuple[dict, dict]:

@@ -142,6 +142,7 @@ class Worker(Server):
             "distributed.worker.heartbeat-interval", heartbeat_interval)
         self.death_timeout = config.parse_timedelta(death_timeout) if death_timeout is not None else None
         self.nanny = nanny
+        self.exit_code = 0  # the process exit code when this worker ends its process
         self._own_local_dir = None
         local_directory = local_directory or local_dir
         if local_directory is None:
@@ -468,7 +469,10 @@ class Worker(Server):
             ok = True
         except Reschedule:
             result, ok = None, None
-        except BaseException as e:  # SystemExit in a task must not pass silently
+        except SystemExit as e:  # the task wants the process to end: so be it
+            self.loop.add_callback(self._exit_from_task, key, e.code)
+            return
+        except BaseException as e:  # KeyboardInterrupt and the like fail the task
             result = error_message(e)
             ok = False
         finally:
@@ -486,10 +490,26 @@ class Worker(Server):
         try:
             result = await run_spec_call(func, args, kwargs, deps, walk)
             ok = True
+        except SystemExit as e:
+            self._exit_from_task(key, e.code)
+            return
         except Exception as e:
             result = error_message(e)
             ok = False
         self._task_done(key, ok, result, start, time.time())
+
+    def _exit_from_task(self, key, code) -> None:
+        """A task raised SystemExit: the worker ends (its nanny, if any,
+        starts a new one), telling the scheduler why first."""
+        reason = f"task {key!r} called sys.exit({code!r})"
+        logger.error("Worker %s: %s; the worker exits", self.address, reason)
+        self.exit_code = code if isinstance(code, int) and code else 1
+        if self.batched_stream is not None and not self.batched_stream.closed():
+            try:
+                self.batched_stream.send({"op": "worker-exiting", "reason": reason})
+            except CommClosedError:
+                pass
+        self.spawn(self.close(report=False))
 
     def _seceded(self, key) -> None:
         self._act(self.state.handle_secede(key))

@@ -1,0 +1,467 @@
+"""The Nanny: a small server that supervises one worker process.
+
+A worker that dies (a segfault, ``os._exit``, a task calling ``sys.exit``,
+the OOM killer) takes its event loop with it, so something outside it has
+to notice and start a new one.  The Nanny runs in the parent process, starts
+the worker in a fresh ('spawn') child, and:
+
+- restarts it when it ends with a nonzero code or a signal (a worker that
+  closes on purpose exits 0, and the Nanny then closes too);
+- kills it when its resident memory passes ``terminate`` (95% by default) of
+  ``memory_limit``;
+- remembers why each worker process ended, so the scheduler can say why in
+  ``KilledWorker`` (``worker_exit_status``);
+- restarts it on request (``client.restart()`` goes through here).
+
+The worker registers with the scheduler itself, naming its Nanny; the
+scheduler talks to the Nanny only to restart workers and ask why one died.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from collections import OrderedDict
+from typing import Any
+
+import psutil
+
+from distributed import config
+from distributed.comm import normalize_address
+from distributed.core import Server, Status
+from distributed.worker.server import Worker, _choose_host, parse_memory_limit
+
+__all__ = ["Nanny", "WorkerProcess"]
+
+logger = logging.getLogger(__name__)
+
+_EXIT_REASONS_KEPT = 32
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """A process's exit code in words.
+
+    >>> describe_exit(-9)
+    'killed by signal SIGKILL'
+    >>> describe_exit(3)
+    'exited with code 3'
+    """
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"
+
+
+def _worker_process_main(conn, scheduler_address: str, kwargs: dict, silence_logs,
+                         environ: dict) -> None:
+    """Body of the worker child: run one Worker, tell the Nanny its address
+    (or why it could not start), exit with the worker's exit code."""
+    os.environ.update({k: str(v) for k, v in environ.items()})
+    if silence_logs:
+        logging.getLogger("distributed").setLevel(silence_logs)
+    parent = os.getppid()
+
+    async def watch_parent(worker: Worker) -> None:
+        # A Nanny killed with SIGKILL cannot close us; notice it is gone.
+        while worker.status not in (Status.closing, Status.closed):
+            if os.getppid() != parent:
+                logger.warning("Nanny process %d is gone; closing worker %s", parent, worker.address)
+                await worker.close(report=True)
+                return
+            await asyncio.sleep(0.5)
+
+    async def main() -> int:
+        worker = Worker(scheduler_address, **kwargs)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Running tasks are not waited for: their threads are daemons.
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close(executor_wait=False)))
+        try:
+            await worker.start()
+        except BaseException as e:
+            conn.send({"status": "error", "message": f"{type(e).__name__}: {e}"})
+            return 1
+        conn.send({"status": "OK", "address": worker.address, "local_directory": worker.local_directory})
+        watcher = asyncio.ensure_future(watch_parent(worker))
+        await worker.finished()
+        watcher.cancel()
+        return worker.exit_code
+
+    code = asyncio.run(main())
+    conn.close()
+    sys.exit(code)
+
+
+class WorkerProcess:
+    """One worker child process as its Nanny sees it: ``.pid``,
+    ``.worker_address`` once it started, ``.exitcode`` once it ended."""
+
+    def __init__(self, scheduler_address: str, kwargs: dict, silence_logs, environ: dict):
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(
+            target=_worker_process_main, name=f"dask-worker-{kwargs.get('name')}",
+            args=(child_conn, scheduler_address, kwargs, silence_logs, environ), daemon=True)
+        self._child_conn = child_conn
+        self.pid: int | None = None
+        self.exitcode: int | None = None
+        self.worker_address: str | None = None
+        self.local_directory: str | None = None
+        self.ended = asyncio.Event()
+        self.reason: str | None = None  # set when we kill it on purpose
+
+    def is_alive(self) -> bool:
+        return self.pid is not None and not self.ended.is_set()
+
+    async def start(self, timeout: float) -> None:
+        """Start the child and wait until its worker is registered."""
+        self.process.start()
+        self.pid = self.process.pid
+        self._child_conn.close()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.process.sentinel, self._on_sentinel)
+        ready = loop.create_future()
+
+        def on_message():
+            loop.remove_reader(self._conn.fileno())
+            try:
+                msg = self._conn.recv()
+            except (EOFError, OSError):
+                msg = {"status": "error", "message": "the worker process ended while starting"}
+            if not ready.done():
+                ready.set_result(msg)
+
+        loop.add_reader(self._conn.fileno(), on_message)
+        try:
+            msg = await asyncio.wait_for(ready, timeout)
+        except asyncio.TimeoutError:
+            loop.remove_reader(self._conn.fileno())
+            raise TimeoutError(f"the worker process did not start within {timeout} s") from None
+        finally:
+            self._conn.close()
+        if msg.get("status") != "OK":
+            raise RuntimeError(f"the worker process could not start: {msg.get('message')}")
+        self.worker_address = msg["address"]
+        self.local_directory = msg.get("local_directory")
+
+    def _on_sentinel(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.process.sentinel)
+        self.process.join(1)  # it ended; this only collects the exit code
+        self.exitcode = self.process.exitcode
+        self.ended.set()
+
+    async def stop(self, timeout: float) -> None:
+        """SIGTERM (the worker closes and unregisters), SIGKILL after ``timeout``."""
+        if self.pid is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.ended.is_set():
+                break
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                await asyncio.wait_for(self.ended.wait(), timeout if sig == signal.SIGTERM else 10)
+            except asyncio.TimeoutError:
+                logger.warning("worker process %d did not stop after %s; killing it", self.pid, sig.name)
+        self.release()
+
+    def release(self) -> None:
+        """Free the process handle once it has ended."""
+        if self.ended.is_set():
+            try:
+                self.process.close()
+            except ValueError:
+                pass
+
+    def __repr__(self) -> str:
+        return f"<WorkerProcess pid={self.pid} worker={self.worker_address}>"
+
+
+class Nanny(Server):
+    """Supervise a worker process: ``Nanny(scheduler_address, nthreads=2)``,
+    started with ``await nanny`` (or ``async with``); the same arguments as
+    ``Worker``.
+
+    >>> async def main():                                  # doctest: +SKIP
+    ...     async with Nanny("tcp://127.0.0.1:8786", nthreads=2) as n:
+    ...         print(n.worker_address, n.process.pid)
+    """
+
+    def __init__(
+        self,
+        scheduler_ip=None,
+        scheduler_port: int | None = None,
+        ncores: int | None = None,
+        nthreads: int | None = None,
+        name: Any = None,
+        memory_limit="auto",
+        resources: dict | None = None,
+        loop=None,
+        ip: str | None = None,
+        host: str | None = None,
+        port: int = 0,
+        worker_port: int = 0,
+        local_dir: str | None = None,
+        local_directory: str | None = None,
+        death_timeout: float | str | None = None,
+        scheduler_file: str | None = None,
+        auto_restart: bool = True,
+        silence_logs=None,
+        env: dict | None = None,
+        memory_terminate_fraction: float | None = None,
+        **worker_kwargs,
+    ):
+        if scheduler_file is not None and scheduler_ip is None:
+            import json
+
+            with open(scheduler_file) as f:
+                scheduler_ip = json.load(f)["address"]
+        if scheduler_ip is None:
+            raise ValueError("Nanny needs a scheduler address")
+        if scheduler_port is not None:
+            scheduler_ip = f"{scheduler_ip}:{scheduler_port}"
+        config.refresh()
+        self.scheduler_address = normalize_address(scheduler_ip)
+        self.nthreads = int(nthreads or ncores or os.cpu_count() or 1)
+        if self.nthreads < 1:
+            raise ValueError(f"nthreads must be at least 1, not {self.nthreads}")
+        self.name = name
+        self.memory_limit = parse_memory_limit(memory_limit, self.nthreads)
+        fraction = memory_terminate_fraction
+        if fraction is None:
+            fraction = config.get("distributed.worker.memory.terminate")
+        self.memory_terminate_fraction = float(fraction) if fraction else 0.0
+        self.memory_monitor_interval = config.get_timedelta("distributed.worker.memory.monitor-interval")
+        self._requested_host = ip or host
+        self._requested_port = port
+        self.auto_restart = auto_restart
+        self.silence_logs = silence_logs
+        self.death_timeout = config.parse_timedelta(death_timeout) if death_timeout is not None else None
+        self.environ = {**config.get("distributed.nanny.pre-spawn-environ", {}),
+                        **config.get("distributed.nanny.environ", {}), **(env or {})}
+        self.worker_kwargs = dict(
+            worker_kwargs, nthreads=self.nthreads, name=name, memory_limit=self.memory_limit,
+            resources=resources, port=worker_port, local_directory=local_directory or local_dir,
+            death_timeout=death_timeout)
+        self.process: WorkerProcess | None = None
+        self.exit_reasons: OrderedDict[str, str] = OrderedDict()  # worker address -> why it ended
+        self.restarts = 0
+        self._lock = asyncio.Lock()
+        self._closed_event: asyncio.Event | None = None
+        self._watcher: asyncio.Task | None = None
+        handlers = {
+            "instantiate": self.instantiate,
+            "restart": self.restart,
+            "kill": self.kill,
+            "terminate": self._terminate_handler,
+            "close": self._terminate_handler,
+            "worker_exit_status": self.worker_exit_status,
+        }
+        super().__init__(handlers)
+
+    # ------------------------------------------------------------------
+
+    @property
+    def worker_address(self) -> str | None:
+        return self.process.worker_address if self.process is not None else None
+
+    @property
+    def worker_dir(self) -> str | None:
+        return self.process.local_directory if self.process is not None else None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def __repr__(self) -> str:
+        return f"<Nanny {self.address!r}, worker: {self.worker_address!r}, status: {self.status}>"
+
+    def __await__(self):
+        return self.start().__await__()
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def _start(self, port: int | None = None, **kwargs):
+        if port is not None:
+            self._requested_port = port
+        return await self.start()
+
+    async def start(self) -> Nanny:
+        """Listen, then start the worker process and wait for it to register."""
+        if self.status == Status.running:
+            return self
+        if self.status != Status.init:
+            raise RuntimeError(f"cannot start a nanny that is {self.status}")
+        self.status = Status.starting
+        self._closed_event = asyncio.Event()
+        host = self._requested_host or _choose_host(self.scheduler_address)
+        await self.listen(f"tcp://{host}:{self._requested_port or 0}")
+        if self.worker_kwargs.get("host") is None:
+            self.worker_kwargs["host"] = host
+        self.worker_kwargs["nanny"] = self.address
+        try:
+            await self.instantiate()
+        except BaseException:
+            await self.close()
+            raise
+        self.status = Status.running
+        if self.memory_limit and self.memory_terminate_fraction:
+            self.start_periodic_callback("memory", self._check_memory, self.memory_monitor_interval)
+        return self
+
+    async def instantiate(self, comm=None, **kwargs) -> str:
+        """Start a worker process unless one is running; returns "OK"."""
+        async with self._lock:
+            if self.process is not None and self.process.is_alive():
+                return "OK"
+            await self._start_process()
+        return "OK"
+
+    async def _start_process(self) -> None:
+        timeout = self.death_timeout or config.get_timedelta("distributed.comm.timeouts.connect") * 2
+        proc = WorkerProcess(self.scheduler_address, self.worker_kwargs, self.silence_logs, self.environ)
+        self.process = proc
+        try:
+            await proc.start(timeout)
+        except BaseException:
+            await proc.stop(timeout=1)
+            raise
+        self._watcher = asyncio.ensure_future(self._watch(proc))
+        logger.info("Nanny %s started worker %s (pid %d)", self.address, proc.worker_address, proc.pid)
+
+    async def _watch(self, proc: WorkerProcess) -> None:
+        """Wait for ``proc`` to end; restart it unless that was expected."""
+        await proc.ended.wait()
+        reason = proc.reason or describe_exit(proc.exitcode)
+        self._remember_exit(proc.worker_address, reason)
+        if self.status != Status.running or proc is not self.process or proc.reason == "restart":
+            return
+        if proc.exitcode == 0:
+            logger.info("Worker %s closed; nanny %s closes too", proc.worker_address, self.address)
+            self.spawn(self.close())
+            return
+        logger.warning("Worker %s (pid %s) %s", proc.worker_address, proc.pid, reason)
+        proc.release()
+        if not self.auto_restart:
+            self.spawn(self.close())
+            return
+        async with self._lock:
+            if self.status != Status.running or proc is not self.process:
+                return
+            self.restarts += 1
+            try:
+                await self._start_process()
+            except Exception as e:
+                logger.error("Nanny %s could not restart its worker: %s; closing", self.address, e)
+                self.spawn(self.close())
+
+    def _remember_exit(self, address: str | None, reason: str) -> None:
+        if address is None:
+            return
+        self.exit_reasons[address] = reason
+        while len(self.exit_reasons) > _EXIT_REASONS_KEPT:
+            self.exit_reasons.popitem(last=False)
+
+    def _check_memory(self) -> None:
+        proc = self.process
+        if proc is None or not proc.is_alive() or proc.reason is not None:
+            return
+        try:
+            rss = psutil.Process(proc.pid).memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return
+        limit = self.memory_limit * self.memory_terminate_fraction
+        if rss <= limit:
+            return
+        proc.reason = (f"killed by its nanny: memory use {config.format_bytes(rss)} passed "
+                       f"{self.memory_terminate_fraction:.0%} of its {config.format_bytes(self.memory_limit)}"
+                       " limit")
+        logger.warning("Worker %s (pid %d) %s; restarting it", proc.worker_address, proc.pid, proc.reason)
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    async def worker_exit_status(self, comm=None, address: str | None = None, timeout: float = 0.5) -> str | None:
+        """Why the worker at ``address`` ended (waiting up to ``timeout`` for
+        a process that is still going), or None if it is still running."""
+        if address in self.exit_reasons:
+            return self.exit_reasons[address]
+        proc = self.process
+        if proc is None or proc.worker_address != address:
+            return None
+        try:
+            await asyncio.wait_for(proc.ended.wait(), timeout)
+        except asyncio.TimeoutError:
+            return None
+        return proc.reason or describe_exit(proc.exitcode)
+
+    async def restart(self, comm=None, timeout: float = 30, **kwargs) -> str:
+        """Stop the worker process (killing it if it has not closed within
+        a few seconds) and start a new one; returns "OK" once it registered."""
+        async with self._lock:
+            proc = self.process
+            if proc is not None:
+                if proc.reason is None:
+                    proc.reason = "restart"
+                await proc.stop(timeout=min(timeout, 3))
+            self.restarts += 1
+            await self._start_process()
+        return "OK"
+
+    async def kill(self, comm=None, timeout: float = 5, **kwargs) -> str:
+        """Stop the worker process without starting another."""
+        async with self._lock:
+            proc = self.process
+            if proc is not None:
+                if proc.reason is None:
+                    proc.reason = "restart"  # expected: the watcher must not restart it
+                await proc.stop(timeout=timeout)
+        return "OK"
+
+    def _terminate_handler(self, comm=None, **kwargs) -> str:
+        self.spawn(self.close())
+        return "OK"
+
+    async def close(self, timeout: float = 5, **kwargs) -> None:
+        """Stop the worker process and this server; idempotent."""
+        if self.status in (Status.closing, Status.closed):
+            if self._closed_event is not None:
+                await self._closed_event.wait()
+            return
+        self.status = Status.closing
+        for pc in self.periodic_callbacks.values():
+            pc.stop()
+        proc = self.process
+        if proc is not None:
+            if proc.reason is None:
+                proc.reason = "closed by its nanny"
+            await proc.stop(timeout=timeout)
+        if self._watcher is not None:
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        await self.close_server()
+        self.status = Status.closed
+        if self._closed_event is not None:
+            self._closed_event.set()
+        logger.info("Nanny %s closed", self.address)
+
+    _close = close
+
+    async def finished(self) -> None:
+        """Wait until the nanny has closed."""
+        if self._closed_event is not None:
+            await self._closed_event.wait()
