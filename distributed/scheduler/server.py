@@ -142,6 +142,7 @@ class Scheduler(Server):
             "request-who-has": self._request_who_has,
             "unregister": self._unregister,
             "worker-exiting": self._worker_exiting,
+            "worker-status-change": self._worker_status_change,
             "keep-alive": lambda **kw: None,
             # from clients
             "update-graph": self._update_graph,
@@ -299,7 +300,7 @@ class Scheduler(Server):
 
     async def add_worker(self, comm=None, address=None, nthreads=1, name=None, memory_limit=0,
                          resources=None, pid=0, host="", local_directory="", nanny=None,
-                         keys=(), nbytes=None, **kwargs):
+                         keys=(), nbytes=None, server_id=None, **kwargs):
         """A worker registers; its connection becomes the worker's stream."""
         try:
             address = normalize_address(address)
@@ -308,7 +309,7 @@ class Scheduler(Server):
             cmsgs, wmsgs = self.state.add_worker(
                 address, int(nthreads), name=name, memory_limit=int(memory_limit or 0),
                 resources=resources, pid=pid, host=host, local_directory=local_directory,
-                nanny=nanny, keys=keys, nbytes=nbytes, now=time.time())
+                nanny=nanny, keys=keys, nbytes=nbytes, now=time.time(), server_id=server_id)
         except Exception as e:
             await comm.write({"status": "error", "message": str(e)})
             return NO_REPLY
@@ -346,6 +347,9 @@ class Scheduler(Server):
                 logger.debug("nanny %s did not say why %s left: %s", ws.nanny, address, e)
             reason = self._exit_reasons.pop(address, None) or reason
         return reason or "its connection to the scheduler was lost"
+
+    def _worker_status_change(self, worker=None, status: str = "", **kwargs) -> None:
+        self.send_all(*self.state.handle_worker_status_change(worker, status))
 
     def _worker_exiting(self, worker=None, reason: str = "", **kwargs) -> None:
         self._exit_reasons[worker] = reason

@@ -166,6 +166,7 @@ class WorkerState:
         "last_seen",
         "metrics",
         "long_running",
+        "server_id",
         "_hash",
     )
 
@@ -189,6 +190,7 @@ class WorkerState:
         self.last_seen = 0.0
         self.metrics: dict = {}
         self.long_running: set[TaskState] = set()
+        self.server_id: str | None = None
         self._hash = hash(address)
 
     def __hash__(self) -> int:  # deterministic, see TaskState.__hash__
@@ -272,6 +274,8 @@ class SchedulerState:
         self.client_msgs: dict[str, list] = defaultdict(list)
         self.worker_msgs: dict[str, list] = defaultdict(list)
         self.plugins: list = []
+        # worker address -> (its server id, tasks whose death count it raised)
+        self._blamed: dict[str, tuple] = {}
         self._table = {
             ("released", "waiting"): self._released_waiting,
             ("released", "forgotten"): self._released_forgotten,
@@ -1000,7 +1004,10 @@ class SchedulerState:
     def add_worker(self, address: str, nthreads: int, name=None, memory_limit: int = 0,
                    resources: dict | None = None, pid: int = 0, host: str = "",
                    local_directory: str = "", nanny: str | None = None,
-                   keys: Iterable = (), nbytes: dict | None = None, now: float = 0.0) -> tuple[dict, dict]:
+                   keys: Iterable = (), nbytes: dict | None = None, now: float = 0.0,
+                   server_id: str | None = None) -> tuple[dict, dict]:
+        """A worker joins (or the same worker, ``server_id``, comes back after
+        losing its connection: the deaths it was blamed for are withdrawn)."""
         if address in self.workers:
             raise ValueError(f"worker {address} is already registered")
         if name is not None and name in self.aliases and self.aliases[name] != address:
@@ -1008,7 +1015,13 @@ class SchedulerState:
         ws = WorkerState(address, nthreads, name, memory_limit, resources, pid, host,
                          local_directory, nanny)
         ws.last_seen = now
+        ws.server_id = server_id
         self.workers[address] = ws
+        blamed = self._blamed.pop(address, None)
+        if blamed is not None and server_id is not None and blamed[0] == server_id:
+            for ts in blamed[1]:
+                if ts.suspicious > 0 and self.tasks.get(ts.key) is ts and ts.state != "erred":
+                    ts.suspicious -= 1
         self.aliases[ws.name] = address
         self._check_idle(ws)
         recs: dict = {}
@@ -1045,8 +1058,13 @@ class SchedulerState:
             # the ones that were executing when the worker died.
             running = heapq.nsmallest(ws.nthreads + len(ws.long_running), processing,
                                       key=lambda t: t.priority)
-            for ts in {*running, *ws.long_running}:
+            blamed = {*running, *ws.long_running}
+            for ts in blamed:
                 ts.suspicious += 1
+            # Only a death if it does not come back: see add_worker.
+            self._blamed[address] = (ws.server_id, blamed)
+            if len(self._blamed) > 1000:
+                del self._blamed[next(iter(self._blamed))]
         # Transition at once rather than recommend: a task left "processing"
         # on a gone worker would be misread by the transitions that follow.
         for ts in processing:
@@ -1064,6 +1082,20 @@ class SchedulerState:
             self._remove_replica(ts, ws)
             if not ts.who_has and ts.state == "memory":
                 recs.update(self.transition(ts.key, "released", lost=True))
+        return self.transitions(recs)
+
+    def handle_worker_status_change(self, worker: str, status: str) -> tuple[dict, dict]:
+        """A worker paused (no new tasks go there) or resumed."""
+        ws = self.workers.get(worker)
+        if ws is None or status not in ("running", "paused") or ws.status == status:
+            return {}, {}
+        ws.status = status
+        self._check_idle(ws)
+        recs: dict = {}
+        if status == "running":
+            for ts in list(self.unrunnable):
+                recs[ts.key] = "processing"
+            self._fill_worker(ws, recs)
         return self.transitions(recs)
 
     def restart(self) -> tuple[dict, dict]:

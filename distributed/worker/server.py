@@ -34,6 +34,7 @@ from distributed.dask_graphs import run_node
 from distributed.exceptions import Reschedule, error_message
 from distributed.protocol import Serialize, Serialized, loads_function
 from distributed.spec import run_spec_call
+from distributed.spill import SpillBuffer
 from distributed.threadpool import ThreadPool, set_task_hooks
 from distributed.utils import sizeof, thread_state
 from distributed.worker.state import Execute, GatherDep, WorkerState
@@ -115,6 +116,11 @@ class Worker(Server):
         data: MutableMapping | None = None,
         nanny: str | None = None,
         contact_address: str | None = None,
+        memory_target_fraction: float | bool | None = None,
+        memory_spill_fraction: float | bool | None = None,
+        memory_pause_fraction: float | bool | None = None,
+        max_spill: int | str | bool | None = None,
+        memory_monitor_interval: float | str | None = None,
         **kwargs,
     ):
         if scheduler_file is not None and scheduler_ip is None:
@@ -151,7 +157,14 @@ class Worker(Server):
         else:
             os.makedirs(local_directory, exist_ok=True)
         self.local_directory = local_directory
-        self.data: MutableMapping = data if data is not None else {}
+        self.memory_target_fraction = _fraction("target", memory_target_fraction)
+        self.memory_spill_fraction = _fraction("spill", memory_spill_fraction)
+        self.memory_pause_fraction = _fraction("pause", memory_pause_fraction)
+        self.memory_monitor_interval = config.get_timedelta(
+            "distributed.worker.memory.monitor-interval", memory_monitor_interval)
+        if data is None:
+            data = self._make_spill_buffer(max_spill)
+        self.data: MutableMapping = data
         self.executor = executor or ThreadPool(self.nthreads, name="Dask-Worker-Threads")
         self._own_executor = executor is None
         self.state = WorkerState(self.nthreads, self.data, resources=self.resources,
@@ -244,6 +257,8 @@ class Worker(Server):
             raise
         self.status = Status.running
         self.start_periodic_callback("heartbeat", self.heartbeat, self.heartbeat_interval)
+        if self.memory_limit and (self.memory_spill_fraction or self.memory_pause_fraction):
+            self.start_periodic_callback("memory", self._check_memory, self.memory_monitor_interval)
         logger.info("Worker %s started (%d threads), scheduler %s",
                     self.address, self.nthreads, self.scheduler_address)
         return self
@@ -265,6 +280,7 @@ class Worker(Server):
             "memory_limit": self.memory_limit,
             "resources": self.resources,
             "pid": os.getpid(),
+            "server_id": self.id,
             "host": get_address_host(self.address),
             "local_directory": self.local_directory,
             "nanny": self.nanny,
@@ -283,6 +299,8 @@ class Worker(Server):
         self._scheduler_comm = comm
         self.batched_stream = BatchedSend(name="worker->scheduler")
         self.batched_stream.start(comm)
+        if self.status == Status.paused:  # registered again while paused
+            self.batched_stream.send({"op": "worker-status-change", "status": "paused"})
         self._registered = True
         self.spawn(self._listen_to_scheduler(comm))
 
@@ -363,6 +381,8 @@ class Worker(Server):
         if self._own_executor:
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda: self.executor.shutdown(wait=executor_wait, timeout=timeout))
+        if isinstance(self.data, SpillBuffer):
+            self.data.close()
         if self._own_local_dir is not None:
             import shutil
 
@@ -373,6 +393,75 @@ class Worker(Server):
         logger.info("Worker %s closed", self.address)
 
     _close = close
+
+    # ------------------------------------------------------------------
+    # Memory: spill to disk, pause
+    # ------------------------------------------------------------------
+
+    def _make_spill_buffer(self, max_spill) -> MutableMapping:
+        """A SpillBuffer keeping ``target`` of ``memory_limit`` in memory, or
+        a plain dict when there is no limit or spilling is off."""
+        fraction = self.memory_target_fraction or self.memory_spill_fraction
+        if not self.memory_limit or not fraction:
+            return {}
+        if max_spill is None:
+            max_spill = config.get("distributed.worker.memory.max-spill")
+        if max_spill is False or max_spill is None:
+            max_spill = None
+        elif isinstance(max_spill, str):
+            max_spill = config.parse_bytes(max_spill)
+        target = int(self.memory_limit * self.memory_target_fraction) if self.memory_target_fraction else 0
+        return SpillBuffer(os.path.join(self.local_directory, "storage"), target=target, max_spill=max_spill)
+
+    def process_memory(self) -> int:
+        """Resident memory of this process, in bytes."""
+        return self._psutil_process.memory_info().rss
+
+    @property
+    def _psutil_process(self) -> psutil.Process:
+        proc = getattr(self, "_psutil_proc", None)
+        if proc is None:
+            proc = self._psutil_proc = psutil.Process()
+        return proc
+
+    def _check_memory(self) -> None:
+        """Pause above ``pause`` of the memory limit, resume below it; above
+        ``spill``, move the coldest results to disk until under ``target``."""
+        if self.status not in (Status.running, Status.paused):
+            return
+        limit = self.memory_limit
+        rss = self.process_memory()
+        pause = self.memory_pause_fraction
+        if pause and rss > pause * limit:
+            if self.status == Status.running:
+                logger.warning("Worker %s is pausing: memory %s is above %d%% of its %s limit",
+                               self.address, config.format_bytes(rss), pause * 100,
+                               config.format_bytes(limit))
+                self._set_paused(True)
+        elif self.status == Status.paused:
+            logger.warning("Worker %s resumes: memory %s is below %d%% of its limit",
+                           self.address, config.format_bytes(rss), (pause or 1) * 100)
+            self._set_paused(False)
+        spill = self.memory_spill_fraction
+        if spill and rss > spill * limit and isinstance(self.data, SpillBuffer):
+            goal = (self.memory_target_fraction or spill) * limit
+            deadline = time.monotonic() + 0.5  # stay responsive; the next check goes on
+            freed = 0
+            while rss - freed > goal and time.monotonic() < deadline:
+                n = self.data.evict()
+                if n < 0:
+                    break
+                freed += n
+
+    def _set_paused(self, paused: bool) -> None:
+        self.status = Status.paused if paused else Status.running
+        if self.batched_stream is not None and not self.batched_stream.closed():
+            try:
+                self.batched_stream.send({"op": "worker-status-change",
+                                          "status": "paused" if paused else "running"})
+            except CommClosedError:
+                pass
+        self._act(self.state.handle_pause(paused))
 
     async def finished(self) -> None:
         """Wait until the worker has closed."""
@@ -617,6 +706,26 @@ class Worker(Server):
 
 #: The worker running the current ``async def`` task (they run on the loop).
 _async_task_worker: contextvars.ContextVar = contextvars.ContextVar("worker", default=None)
+
+
+def _fraction(name: str, value) -> float:
+    """A memory threshold as a fraction of the limit; False/None/0 mean off.
+
+    >>> _fraction("pause", 0.5)
+    0.5
+    """
+    if value is None:
+        value = config.get(f"distributed.worker.memory.{name}")
+    if value is False or value is None:
+        return 0.0
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"memory {name} fraction must be a number or False, not {value!r} "
+                         f"({config.env_var(f'distributed.worker.memory.{name}')})") from None
+    if not 0 <= value <= 1:
+        raise ValueError(f"memory {name} fraction must be between 0 and 1, not {value}")
+    return value
 
 
 def _task_error_fields(msg: dict) -> dict:

@@ -127,6 +127,8 @@ class WorkerState:
                  story_length: int = 10_000):
         self.nthreads = nthreads
         self.data = data
+        # A SpillBuffer takes the size we already know instead of measuring again.
+        self._set_sized = getattr(data, "set", None)
         self.address = address
         self.total_resources = dict(resources or {})
         self.available_resources = dict(resources or {})
@@ -239,8 +241,8 @@ class WorkerState:
         """Data put here directly (scatter, replicate)."""
         for key, value in data.items():
             ts = self._ensure_task(key)
-            self.data[key] = value
             ts.nbytes = (nbytes or {}).get(key, ts.nbytes)
+            self._store(key, value, ts.nbytes)
             ts.type = (types or {}).get(key)
             self._to_memory(ts)
 
@@ -270,7 +272,7 @@ class WorkerState:
         if ts.state == "cancelled":
             self._release(ts)
             return self._next()
-        self.data[key] = value
+        self._store(key, value, nbytes)
         ts.nbytes = nbytes
         ts.type = type
         self._to_memory(ts)
@@ -341,7 +343,7 @@ class WorkerState:
                     continue
                 if ts.state != "flight":
                     continue
-                self.data[key] = data[key]
+                self._store(key, data[key], ts.nbytes)
                 self._to_memory(ts)
                 if ts.wanted and ts.run_spec is not None:
                     self.scheduler_msgs.append(self._finished_msg(ts))
@@ -389,7 +391,14 @@ class WorkerState:
                 self._to_fetch(ts)
         return self._next()
 
+    def _store(self, key, value, nbytes: int) -> None:
+        if self._set_sized is not None and nbytes >= 0:
+            self._set_sized(key, value, nbytes)
+        else:
+            self.data[key] = value
+
     def handle_pause(self, paused: bool) -> list:
+        """Stop (or resume) starting tasks and fetches: memory is short."""
         self.paused = paused
         return self._next()
 
@@ -525,6 +534,8 @@ class WorkerState:
         return Execute(ts.key)
 
     def _ensure_communicating(self) -> list:
+        if self.paused:
+            return []
         out = []
         skipped = []
         heap = self.data_needed
