@@ -2,6 +2,20 @@
 from distributed.utils_test import *  # noqa: F401,F403
 
 
+def pytest_configure(config):
+    # Worker directories of this run (and its child processes) go in a
+    # directory of its own, so the leak check sees only ours.
+    import os
+    import shutil
+    import tempfile
+
+    session_tmp = tempfile.mkdtemp(prefix="distributed-tests-")
+    config._distributed_tmp = session_tmp
+    os.environ["TMPDIR"] = session_tmp
+    tempfile.tempdir = session_tmp
+    config.add_cleanup(lambda: shutil.rmtree(session_tmp, ignore_errors=True))
+
+
 def pytest_addoption(parser):
     parser.addoption("--skip-slow", action="store_true", help="skip tests marked slow")
 

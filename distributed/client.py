@@ -37,7 +37,7 @@ from distributed import config, dask_graphs
 from distributed.batched import BatchedSend
 from distributed.comm import CommClosedError, connect, normalize_address
 from distributed.core import ConnectionPool, rpc
-from distributed.exceptions import CancelledError, clean_exception
+from distributed.exceptions import CancelledError, FutureLost, clean_exception
 from distributed.futures import Future, FutureState, futures_of
 from distributed.protocol import Serialize, dumps_function, serialize
 from distributed.spec import TaskRef, convert_graph_value
@@ -198,6 +198,7 @@ class Client:
         self._stream: BatchedSend | None = None
         self._pending_msgs: list = []
         self._handle_report_task = None
+        self._reconnect_task = None
         self._started_future = None
         self.datasets = _Datasets(self)
         # key -> the FutureState this client cancelled itself; the scheduler's
@@ -277,19 +278,35 @@ class Client:
             self._address = self.cluster.scheduler_address
         timeout = timeout or self.timeout
         try:
-            comm = await connect(self._address, timeout=timeout)
+            await self._connect_and_register(timeout)
         except OSError as e:
             self.status = "closed"
             raise OSError(f"Client could not connect to the scheduler at {self._address}: {e}") from e
+        await self._update_scheduler_info()
+        if self._set_as_default:
+            _set_default(self)
+        if "dask" in sys.modules:
+            dask_graphs.use_task_based_shuffles()
+        return self
+
+    async def _connect_and_register(self, timeout: float) -> None:
+        """Open the report stream to the scheduler; flush what was queued."""
+        comm = await connect(self._address, timeout=timeout)
         comm.name = "client->scheduler"
-        await comm.write({"op": "register-client", "client": self.id, "reply": False})
-        msg = await asyncio.wait_for(comm.read(), timeout)
+        try:
+            await comm.write({"op": "register-client", "client": self.id, "reply": False})
+            msg = await asyncio.wait_for(comm.read(), timeout)
+        except BaseException:
+            comm.abort()
+            raise
         if not msg or msg[0].get("op") != "stream-start":
             comm.abort()
             raise ValueError(f"unexpected first message from the scheduler: {msg!r}")
         self.scheduler_comm = comm
-        self.scheduler = rpc(self._address, timeout=timeout)
-        self.connection_pool = ConnectionPool(limit=self._connection_limit)
+        if self.scheduler is None:
+            self.scheduler = rpc(self._address, timeout=timeout)
+        if self.connection_pool is None:
+            self.connection_pool = ConnectionPool(limit=self._connection_limit)
         self._stream = BatchedSend(name="client->scheduler")
         self._stream.start(comm)
         self.status = "running"
@@ -297,12 +314,29 @@ class Client:
         if pending:
             self._stream.send(*pending)
         self._handle_report_task = asyncio.ensure_future(self._handle_report(comm))
-        await self._update_scheduler_info()
-        if self._set_as_default:
-            _set_default(self)
-        if "dask" in sys.modules:
-            dask_graphs.use_task_based_shuffles()
-        return self
+
+    async def _reconnect(self) -> None:
+        """Connect again to a scheduler that went away (restarted at the
+        same address), for up to ``timeout`` seconds; then give up and close."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        old, self.scheduler = self.scheduler, None  # its connections died with the scheduler
+        if old is not None:
+            await old.close_rpc()
+        if self.connection_pool is not None:
+            self.connection_pool.remove(self._address)
+        while self.status == "connecting":
+            try:
+                await self._connect_and_register(timeout=max(min(self.timeout, 5), 0.5))
+                logger.info("Client reconnected to the scheduler at %s", self._address)
+                return
+            except Exception as e:
+                logger.debug("reconnecting to %s failed: %s", self._address, e)
+            if asyncio.get_running_loop().time() > deadline:
+                logger.error("Client could not reconnect to the scheduler at %s within %s s; closing",
+                             self._address, self.timeout)
+                await self._close()
+                return
+            await asyncio.sleep(0.1)
 
     async def _handle_report(self, comm) -> None:
         """Apply the scheduler's reports until the stream closes."""
@@ -330,12 +364,14 @@ class Client:
         except Exception:
             logger.exception("client: error while handling scheduler reports")
         if self.status == "running":
-            logger.warning("Client lost its connection to the scheduler at %s", self._address)
-            self.status = "disconnected"
-            for st in self.futures.values():
-                if not st.done():
-                    st.cancel("the connection to the scheduler was lost")
+            # The scheduler dropped this client and its keys: every future
+            # is cancelled.  New work waits for the reconnection.
+            logger.warning("Client lost its connection to the scheduler at %s; reconnecting", self._address)
+            self.status = "connecting"
+            self._stream.abort()
+            self._on_restart("the connection to the scheduler was lost")
             self._fail_key_waiters("the connection to the scheduler was lost")
+            self._reconnect_task = asyncio.ensure_future(self._reconnect())
 
     def _fail_key_waiters(self, reason: str) -> None:
         waiters, self._key_waiters = self._key_waiters, {}
@@ -364,7 +400,10 @@ class Client:
             from distributed.exceptions import RemoteTraceback
 
             exc.__cause__ = RemoteTraceback(traceback_text)
-        st.set_error(exc, tb)
+        if isinstance(exc, FutureLost):
+            st.set_lost(exc, tb)
+        else:
+            st.set_error(exc, tb)
 
     def _on_lost_data(self, key=None, **kwargs) -> None:
         st = self.futures.get(key)
@@ -380,9 +419,9 @@ class Client:
             if st is not None:
                 st.cancel()
 
-    def _on_restart(self, **kwargs) -> None:
+    def _on_restart(self, reason: str = "the cluster was restarted", **kwargs) -> None:
         for st in list(self.futures.values()):
-            st.cancel("the cluster was restarted")
+            st.cancel(reason)
         self.futures.clear()
         self._cancelled_states.clear()
         with self._ref_lock:
@@ -410,6 +449,8 @@ class Client:
         if self.status == "closed":
             return
         self.status = "closing"
+        if self._reconnect_task is not None and self._reconnect_task is not asyncio.current_task():
+            self._reconnect_task.cancel()
         if self._stream is not None and not self._stream.closed():
             try:
                 self._stream.send({"op": "close-client"})
@@ -504,6 +545,11 @@ class Client:
             raise RuntimeError(f"the client is {self.status}; it cannot run {getattr(func, '__name__', func)}")
         return sync(self.loop, func, *args, callback_timeout=callback_timeout, **kwargs)
 
+    def _check_open(self) -> None:
+        """New work on a closed client would never run: say so at once."""
+        if self.status in ("closing", "closed"):
+            raise RuntimeError(f"the client is {self.status}; it cannot take new work")
+
     def _send_to_scheduler(self, msg: dict) -> None:
         """Queue a stream message (from any thread); order is preserved."""
         if in_thread_of(self.loop):
@@ -575,6 +621,7 @@ class Client:
             future = Future(key, self, inform=False)
         msg = self._graph_message({key: spec}, {key: deps}, [key], {key: 0}, priority,
                                   workers, allow_other_workers, resources, retries)
+        self._check_open()
         self._send_to_scheduler(msg)
         return future
 
@@ -750,6 +797,7 @@ class Client:
             bool(allow_other_workers), resources, retries)
         if annotations:
             dask_graphs.apply_annotations(msg, annotations)
+        self._check_open()
         self._send_to_scheduler(msg)
         return futures
 
@@ -865,7 +913,7 @@ class Client:
                 if key in data or key in bad:
                     continue
                 await st.wait()
-                if st.status == "error":
+                if st.failed:
                     if errors == "raise":
                         raise st.exception.with_traceback(st.traceback)
                     bad.add(key)

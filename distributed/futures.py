@@ -80,9 +80,25 @@ class FutureState:
         if self._event is not None:
             self._event.set()
 
-    def lose(self) -> None:
+    def set_lost(self, exception, traceback) -> None:
+        """The data is gone for good (it was scattered, not computed)."""
         self.status = "lost"
         self.workers = ()
+        self.exception = exception
+        self.traceback = traceback
+        if self._event is not None:
+            self._event.set()
+
+    @property
+    def failed(self) -> bool:
+        """An error to raise: the task failed, or its data is lost for good."""
+        return self.status == "error" or (self.status == "lost" and self.exception is not None)
+
+    def lose(self) -> None:
+        """The data is gone but will be computed again."""
+        self.status = "lost"
+        self.workers = ()
+        self.exception = None
         if self._event is not None:
             self._event.clear()
 
@@ -95,7 +111,7 @@ class FutureState:
             self._event.clear()
 
     def done(self) -> bool:
-        return self.status in ("finished", "error", "cancelled")
+        return self.status in ("finished", "error", "cancelled") or self.failed
 
     async def wait(self, timeout: float | None = None) -> None:
         if self.done():
@@ -166,7 +182,7 @@ class Future(_FutureBase):
     async def _result(self, raiseit: bool = True) -> Any:
         await self._state.wait()
         status = self._state.status
-        if status == "error":
+        if self._state.failed:
             exc = self._state.exception
             if raiseit:
                 raise exc.with_traceback(self._state.traceback)
@@ -181,7 +197,7 @@ class Future(_FutureBase):
 
     async def _exception(self):
         await self._state.wait()
-        if self._state.status == "error":
+        if self._state.failed:
             return self._state.exception
         if self._state.status == "cancelled":
             raise CancelledError(f"{self.key!r} was cancelled")
@@ -197,7 +213,7 @@ class Future(_FutureBase):
 
     async def _traceback(self):
         await self._state.wait()
-        if self._state.status == "error":
+        if self._state.failed:
             return self._state.traceback
         return None
 
@@ -468,7 +484,7 @@ class as_completed:
     def _get_and_raise(self):
         future, result = self.queue.popleft()
         if self.with_results:
-            if self.raise_errors and future.status == "error":
+            if self.raise_errors and future._state.failed:
                 raise future._state.exception
             return future, result
         return future

@@ -22,8 +22,10 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections import OrderedDict
 from typing import Any
 
@@ -116,6 +118,7 @@ class WorkerProcess:
         self.local_directory: str | None = None
         self.ended = asyncio.Event()
         self.reason: str | None = None  # set when we kill it on purpose
+        self.own_directory: str | None = None  # made by the nanny; removed after the process
 
     def is_alive(self) -> bool:
         return self.pid is not None and not self.ended.is_set()
@@ -175,12 +178,16 @@ class WorkerProcess:
         self.release()
 
     def release(self) -> None:
-        """Free the process handle once it has ended."""
+        """Free the process handle and the directory we made for it, once
+        it has ended."""
         if self.ended.is_set():
             try:
                 self.process.close()
             except ValueError:
                 pass
+            if self.own_directory is not None:
+                shutil.rmtree(self.own_directory, ignore_errors=True)
+                self.own_directory = None
 
     def __repr__(self) -> str:
         return f"<WorkerProcess pid={self.pid} worker={self.worker_address}>"
@@ -333,7 +340,14 @@ class Nanny(Server):
 
     async def _start_process(self) -> None:
         timeout = self.death_timeout or config.get_timedelta("distributed.comm.timeouts.connect") * 2
-        proc = WorkerProcess(self.scheduler_address, self.worker_kwargs, self.silence_logs, self.environ)
+        kwargs = self.worker_kwargs
+        own_dir = None
+        if not kwargs.get("local_directory"):
+            # Ours, not the worker's: a killed worker cannot remove it.
+            own_dir = tempfile.mkdtemp(prefix="dask-worker-space-")
+            kwargs = {**kwargs, "local_directory": own_dir}
+        proc = WorkerProcess(self.scheduler_address, kwargs, self.silence_logs, self.environ)
+        proc.own_directory = own_dir
         self.process = proc
         try:
             await proc.start(timeout)
@@ -348,6 +362,7 @@ class Nanny(Server):
         await proc.ended.wait()
         reason = proc.reason or describe_exit(proc.exitcode)
         self._remember_exit(proc.worker_address, reason)
+        proc.release()
         if self.status != Status.running or proc is not self.process or proc.reason == "restart":
             return
         if proc.exitcode == 0:
@@ -355,7 +370,6 @@ class Nanny(Server):
             self.spawn(self.close())
             return
         logger.warning("Worker %s (pid %s) %s", proc.worker_address, proc.pid, reason)
-        proc.release()
         if not self.auto_restart:
             self.spawn(self.close())
             return

@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -272,8 +273,10 @@ def _sockets() -> int:
 
 
 @contextlib.contextmanager
-def clean(threads: bool = True, processes: bool = True, sockets: bool = True, timeout: float = 10):
-    """Fail if the block leaves new threads, child processes or sockets.
+def clean(threads: bool = True, processes: bool = True, sockets: bool = True, files: bool = True,
+          timeout: float = 10):
+    """Fail if the block leaves new threads, child processes, sockets, open
+    files, or worker directories (with their spilled data) behind.
 
     >>> with clean():                     # doctest: +SKIP
     ...     run_a_test()
@@ -281,6 +284,8 @@ def clean(threads: bool = True, processes: bool = True, sockets: bool = True, ti
     threads_before = set(threading.enumerate())
     children_before = _children()
     sockets_before = _sockets()
+    files_before = _open_files()
+    dirs_before = _worker_dirs()
     yield
     deadline = time.monotonic() + timeout
 
@@ -312,8 +317,34 @@ def clean(threads: bool = True, processes: bool = True, sockets: bool = True, ti
             time.sleep(0.01)
         if _sockets() > sockets_before:
             problems.append(f"sockets leaked: {_sockets() - sockets_before} more open than before")
+    if files:
+        while (_open_files() - files_before or _worker_dirs() - dirs_before) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if _open_files() - files_before:
+            problems.append(f"files left open: {sorted(_open_files() - files_before)}")
+        if _worker_dirs() - dirs_before:
+            problems.append(f"worker directories left behind: {sorted(_worker_dirs() - dirs_before)}")
     if problems:
         raise AssertionError("; ".join(problems))
+
+
+def _open_files() -> set[str]:
+    """Regular files this process has open (pytest's own capture files aside)."""
+    try:
+        return {f.path for f in psutil.Process().open_files() if not f.path.startswith("/tmp/pytest-of-")
+                and "/dev/" not in f.path}
+    except psutil.Error:
+        return set()
+
+
+def _worker_dirs() -> set[str]:
+    import tempfile
+
+    tmp = tempfile.gettempdir()
+    try:
+        return {os.path.join(tmp, d) for d in os.listdir(tmp) if d.startswith("dask-worker-space-")}
+    except OSError:
+        return set()
 
 
 @contextlib.contextmanager
@@ -589,6 +620,7 @@ def cluster(nworkers: int = 2, nanny: bool = False, worker_kwargs: dict | None =
                 raise TimeoutError("the scheduler process did not start within 60 s")
             saddr = parent.recv()
             wprocs = []
+            worker_dirs: list = []
             for i in range(nworkers):
                 kw = {"nthreads": 1, "name": i, "memory_limit": "1GB", **worker_kwargs}
                 p = ctx.Process(target=_run_worker, args=(saddr, kw, nanny), name=f"dask-worker-{i}",
@@ -596,7 +628,7 @@ def cluster(nworkers: int = 2, nanny: bool = False, worker_kwargs: dict | None =
                 p.start()
                 procs.append(p)
                 wprocs.append(p)
-            by_name = _wait_for_workers(saddr, [i for i in range(nworkers)], timeout=60)
+            by_name, worker_dirs = _wait_for_workers(saddr, list(range(nworkers)), timeout=60)
             s = {"proc": sproc, "address": saddr, "port": int(saddr.rsplit(":", 1)[1])}
             workers = [{"proc": p, "address": by_name[i], "port": int(by_name[i].rsplit(":", 1)[1])}
                        for i, p in enumerate(wprocs)]
@@ -614,6 +646,8 @@ def cluster(nworkers: int = 2, nanny: bool = False, worker_kwargs: dict | None =
                 if p.is_alive():
                     p.kill()
                     p.join(5)
+            for d in worker_dirs:  # a worker killed by the test could not remove its own
+                shutil.rmtree(d, ignore_errors=True)
             parent.close()
             child.close()
 
@@ -629,7 +663,7 @@ def _wait_for_workers(saddr: str, names: list, timeout: float) -> dict:
                 info = await r.identity()
                 by_name = {w["name"]: addr for addr, w in info["workers"].items()}
                 if all(name in by_name for name in names):
-                    return by_name
+                    return by_name, [w["local_directory"] for w in info["workers"].values()]
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"only {len(by_name)} of {len(names)} workers registered in {timeout} s")
                 await asyncio.sleep(0.01)

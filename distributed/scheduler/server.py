@@ -355,17 +355,7 @@ class Scheduler(Server):
         self._exit_reasons[worker] = reason
 
     async def _remove_worker(self, address: str, safe: bool = False, reason: str | None = None) -> None:
-        stream = self.worker_streams.pop(address, None)
-        self._exit_reasons.pop(address, None)
-        if address not in self.state.workers:
-            return
-        if safe:
-            logger.info("Remove worker %s", address)
-        else:
-            logger.warning("Remove worker %s: %s", address, reason or "lost")
-        self.rpc.remove(address)
-        cmsgs, wmsgs = self.state.remove_worker(address, safe=safe, reason=reason)
-        self.send_all(cmsgs, wmsgs)
+        stream = self._forget_worker(address, safe, reason)
         if stream is None:
             return
         if safe and not stream.closed():
@@ -377,6 +367,20 @@ class Scheduler(Server):
             await stream.close(timeout=2)
         else:
             stream.abort()
+
+    def _forget_worker(self, address: str, safe: bool, reason: str | None = None) -> BatchedSend | None:
+        """Remove a worker from the state at once; returns its stream."""
+        stream = self.worker_streams.pop(address, None)
+        self._exit_reasons.pop(address, None)
+        if address not in self.state.workers:
+            return stream
+        if safe:
+            logger.info("Remove worker %s", address)
+        else:
+            logger.warning("Remove worker %s: %s", address, reason or "lost")
+        self.rpc.remove(address)
+        self.send_all(*self.state.remove_worker(address, safe=safe, reason=reason))
+        return stream
 
     def remove_worker(self, address: str, safe: bool = False, **kwargs):
         """Forget a worker (public, awaitable)."""
@@ -435,9 +439,10 @@ class Scheduler(Server):
             stream.send({"op": "refresh-who-has", "who_has": who_has})
 
     def _unregister(self, worker=None, **kwargs):
-        stream = self.worker_streams.get(worker)
-        self.spawn(self._remove_worker(worker, safe=True))
-        del stream
+        # At once: the connection closing next must not read as a death.
+        stream = self._forget_worker(worker, safe=True)
+        if stream is not None:
+            self.spawn(stream.close(timeout=2))
 
     # ------------------------------------------------------------------
     # Clients

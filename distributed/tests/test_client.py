@@ -1131,10 +1131,16 @@ async def test_future_status_error_and_cancelled(c, s, a, b):
 async def test_scattered_data_lost_with_its_only_holder(c, s, a, b):
     x = await c.scatter(1, workers=[a.address])
     await a.close()
-    # Scattered data cannot be recomputed: the future fails with FutureLost.
-    await async_wait_for(lambda: x.status in ("lost", "error"))
+    # Scattered data cannot be recomputed: the future is "lost" for good and
+    # raises FutureLost, saying why; it does not wait.
+    await async_wait_for(lambda: x.done())
+    assert x.status == "lost"
+    with pytest.raises(distributed.FutureLost, match="scattered"):
+        await x
+    assert isinstance(await x.exception(), distributed.FutureLost)
+    y = c.submit(inc, x)  # work on lost data fails the same way
     with pytest.raises(distributed.FutureLost):
-        await x.result(timeout=10)
+        await y
 
 
 @gen_cluster(client=True)
