@@ -561,7 +561,7 @@ def gen_test(timeout: float = DEFAULT_TIMEOUT, clean_kwargs: dict | None = None)
 
 def _run_scheduler(conn, scheduler_kwargs: dict) -> None:
     async def main():
-        s = Scheduler(port=0, host="127.0.0.1", **scheduler_kwargs)
+        s = Scheduler(**{"port": 0, "host": "127.0.0.1", **scheduler_kwargs})
         s.start()
         conn.send(s.address)
         loop = asyncio.get_running_loop()
@@ -610,17 +610,12 @@ def cluster(nworkers: int = 2, nanny: bool = False, worker_kwargs: dict | None =
     ctx = multiprocessing.get_context("spawn")
     worker_kwargs = dict(worker_kwargs or {})
     with clean(threads=False, sockets=False), _config_set(config or {}):
-        parent, child = ctx.Pipe()
-        sproc = ctx.Process(target=_run_scheduler, args=(child, scheduler_kwargs or {}),
-                            name="dask-scheduler", daemon=True)
-        procs = [sproc]
+        procs: list = []
+        worker_dirs: list = []
         try:
-            sproc.start()
-            if not parent.poll(60):
-                raise TimeoutError("the scheduler process did not start within 60 s")
-            saddr = parent.recv()
+            sproc, saddr = _start_scheduler_process(scheduler_kwargs or {})
+            procs.append(sproc)
             wprocs = []
-            worker_dirs: list = []
             for i in range(nworkers):
                 kw = {"nthreads": 1, "name": i, "memory_limit": "1GB", **worker_kwargs}
                 p = ctx.Process(target=_run_worker, args=(saddr, kw, nanny), name=f"dask-worker-{i}",
@@ -648,8 +643,44 @@ def cluster(nworkers: int = 2, nanny: bool = False, worker_kwargs: dict | None =
                     p.join(5)
             for d in worker_dirs:  # a worker killed by the test could not remove its own
                 shutil.rmtree(d, ignore_errors=True)
-            parent.close()
-            child.close()
+
+
+def _start_scheduler_process(scheduler_kwargs: dict):
+    """A Scheduler in a 'spawn' child process; returns (process, address)."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_run_scheduler, args=(child, scheduler_kwargs), name="dask-scheduler",
+                       daemon=True)
+    try:
+        proc.start()
+        if not parent.poll(60):
+            proc.kill()
+            raise TimeoutError("the scheduler process did not start within 60 s")
+        return proc, parent.recv()
+    finally:
+        parent.close()
+        child.close()
+
+
+@contextlib.contextmanager
+def scheduler_process(port: int = 0, **scheduler_kwargs):
+    """A scheduler in its own process (e.g. to restart one at the same
+    port); yields a dict with ``'proc'``, ``'address'`` and ``'port'``.
+
+    >>> with scheduler_process(port=8786) as s:        # doctest: +SKIP
+    ...     print(s["address"])
+    """
+    proc, address = _start_scheduler_process({"port": port, **scheduler_kwargs})
+    try:
+        yield {"proc": proc, "address": address, "port": int(address.rsplit(":", 1)[1])}
+    finally:
+        if proc.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
 
 
 def _wait_for_workers(saddr: str, names: list, timeout: float) -> dict:
