@@ -11,6 +11,7 @@ from distributed.core import rpc
 from distributed.deploy.local import LocalCluster
 from distributed.exceptions import CancelledError, FutureLost, KilledWorker, Reschedule, TimeoutError
 from distributed.futures import Future, as_completed, fire_and_forget, futures_of, wait
+from distributed.nanny import Nanny
 from distributed.scheduler.server import Scheduler
 from distributed.threadpool import rejoin, secede
 from distributed.worker.server import Worker, get_worker
@@ -24,6 +25,7 @@ __all__ = [
     "FutureLost",
     "KilledWorker",
     "LocalCluster",
+    "Nanny",
     "Reschedule",
     "Scheduler",
     "TimeoutError",

@@ -205,6 +205,7 @@ class Client:
         # echo of that cancellation must not cancel a later resubmission.
         self._cancelled_states: dict = {}
         self._key_waiters: dict = {}  # key -> asyncio futures set by key-in-memory
+        self._restart_waiters: list = []  # answers to restart requests, in order
         self._info_cache: tuple | None = None  # (workers, threads, memory) for repr
         self._set_as_default = set_as_default
         self.connection_pool: ConnectionPool | None = None
@@ -346,6 +347,7 @@ class Client:
             "lost-data": self._on_lost_data,
             "cancelled-keys": self._on_cancelled_keys,
             "restart": self._on_restart,
+            "restart-done": self._on_restart_done,
             "stream-closed": self._on_stream_closed,
         }
         try:
@@ -374,6 +376,10 @@ class Client:
             self._reconnect_task = asyncio.ensure_future(self._reconnect())
 
     def _fail_key_waiters(self, reason: str) -> None:
+        restarts, self._restart_waiters = self._restart_waiters, []
+        for answer in restarts:
+            if not answer.done():
+                answer.set_exception(CommClosedError(reason))
         waiters, self._key_waiters = self._key_waiters, {}
         for futs in waiters.values():
             for fut in futs:
@@ -426,6 +432,12 @@ class Client:
         self._cancelled_states.clear()
         with self._ref_lock:
             self.refcount.clear()
+
+    def _on_restart_done(self, **msg) -> None:
+        if self._restart_waiters:
+            answer = self._restart_waiters.pop(0)
+            if not answer.done():
+                answer.set_result(msg)
 
     def _on_stream_closed(self, **kwargs) -> None:
         logger.info("the scheduler at %s is closing", self._address)
@@ -919,7 +931,7 @@ class Client:
                     bad.add(key)
                 elif st.status == "cancelled":
                     if errors == "raise":
-                        raise CancelledError(f"{key!r} was cancelled")
+                        raise st.cancelled_error()
                     bad.add(key)
             wanted = [k for k in states if k not in data and k not in bad]
             if not wanted:
@@ -1115,9 +1127,14 @@ class Client:
 
     async def _restart(self, timeout=None, wait_for_workers: bool = True, **kwargs) -> Client:
         timeout = config.parse_timedelta(timeout) if timeout is not None else 4 * self.timeout
+        # On the stream, after everything sent before: all of it is forgotten.
+        answer = asyncio.get_running_loop().create_future()
+        self._restart_waiters.append(answer)
+        self._send_now({"op": "restart-request", "timeout": timeout, "wait_for_workers": wait_for_workers})
         self._on_restart()
-        await self.scheduler.restart(client=self.id, timeout=timeout, wait_for_workers=wait_for_workers)
-        self._on_restart()
+        msg = await asyncio.wait_for(answer, timeout + 10)
+        if msg.get("status") != "OK":
+            raise TimeoutError(f"restart failed: {msg.get('message')}")
         return self
 
     def run(self, function: Callable, *args, workers=None, wait: bool = True, nanny: bool = False,

@@ -76,7 +76,7 @@ class FutureState:
 
     def cancel(self, reason: str = "") -> None:
         self.status = "cancelled"
-        self.exception = CancelledError(reason or self.key)
+        self.exception = CancelledError(f"{self.key!r} was cancelled" + (f": {reason}" if reason else ""))
         if self._event is not None:
             self._event.set()
 
@@ -88,6 +88,11 @@ class FutureState:
         self.traceback = traceback
         if self._event is not None:
             self._event.set()
+
+    def cancelled_error(self) -> CancelledError:
+        """A fresh CancelledError saying why (each raise gets its own)."""
+        exc = self.exception
+        return CancelledError(*exc.args) if isinstance(exc, CancelledError) else CancelledError(repr(self.key))
 
     @property
     def failed(self) -> bool:
@@ -188,7 +193,7 @@ class Future(_FutureBase):
                 raise exc.with_traceback(self._state.traceback)
             return exc
         if status == "cancelled":
-            raise CancelledError(f"{self.key!r} was cancelled")
+            raise self._state.cancelled_error()
         return await self.client._gather_one(self)
 
     def exception(self, timeout: float | None = None):
@@ -200,7 +205,7 @@ class Future(_FutureBase):
         if self._state.failed:
             return self._state.exception
         if self._state.status == "cancelled":
-            raise CancelledError(f"{self.key!r} was cancelled")
+            raise self._state.cancelled_error()
         return None
 
     def traceback(self, timeout: float | None = None):

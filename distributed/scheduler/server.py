@@ -154,6 +154,7 @@ class Scheduler(Server):
             "heartbeat-client": self._heartbeat_client,
             "close-client": self._close_client,
             "fire-and-forget": self._fire_and_forget,
+            "restart-request": self._restart_request,
         }
         super().__init__(handlers, stream_handlers, deserialize=False)
         self.rpc.limit = 512  # the scheduler talks to every worker
@@ -728,12 +729,13 @@ class Scheduler(Server):
                 await self._remove_worker(addr, safe=True)
         return retired
 
-    async def restart(self, comm=None, client=None, timeout: float = 30,
-                      wait_for_workers: bool = True, **kwargs) -> str:
+    def restart(self, comm=None, client=None, timeout: float = 30, wait_for_workers: bool = True,
+                **kwargs):
         """Forget every task (clients' futures are cancelled) and restart
         every worker that has a nanny; workers without one only drop their
-        data.  Returns once the restarted workers are back, or raises
-        ``TimeoutError`` naming those that did not come back in ``timeout``."""
+        data.  The tasks are forgotten before this returns; await the result
+        to wait for the restarted workers (``TimeoutError`` names those that
+        did not come back within ``timeout``)."""
         nannies = {addr: ws.nanny for addr, ws in self.state.workers.items() if ws.nanny}
         old = {addr: self.state.workers[addr] for addr in nannies}
         for addr in nannies:
@@ -742,6 +744,9 @@ class Scheduler(Server):
         self._restarting.update(nannies)
         self.send_all(*self.state.restart())
         self.datasets.clear()
+        return self._restart_workers(nannies, old, timeout, wait_for_workers)
+
+    async def _restart_workers(self, nannies: dict, old: dict, timeout: float, wait_for_workers: bool) -> str:
         try:
             results = await asyncio.gather(
                 *(asyncio.wait_for(self.rpc(nanny).restart(timeout=timeout / 2), timeout)
@@ -760,6 +765,30 @@ class Scheduler(Server):
                 raise TimeoutError(f"{len(failed)} of {len(nannies)} workers did not restart within "
                                    f"{timeout} s (nannies {', '.join(failed)})")
         return "OK"
+
+    def _restart_request(self, client=None, timeout: float = 30, wait_for_workers: bool = True, **kwargs):
+        """``client.restart()`` comes on the client's stream, so whatever the
+        client sent before it is forgotten too; the answer goes back there."""
+        try:
+            workers_back = self.restart(client=client, timeout=timeout, wait_for_workers=wait_for_workers)
+        except Exception as e:
+            self._answer_restart(client, e)
+            return
+
+        async def finish():
+            try:
+                await workers_back
+            except Exception as e:
+                self._answer_restart(client, e)
+            else:
+                self._answer_restart(client, None)
+
+        self.spawn(finish())
+
+    def _answer_restart(self, client, error: Exception | None) -> None:
+        msg = {"op": "restart-done", "status": "OK"} if error is None else \
+            {"op": "restart-done", "status": "error", "message": f"{type(error).__name__}: {error}"}
+        self.send_all({client: [msg]}, {})
 
     # -- datasets --------------------------------------------------------
 
