@@ -37,7 +37,7 @@ from distributed import config, dask_graphs
 from distributed.batched import BatchedSend
 from distributed.comm import CommClosedError, connect, normalize_address
 from distributed.core import ConnectionPool, rpc
-from distributed.exceptions import CancelledError, FutureLost, clean_exception
+from distributed.exceptions import CancelledError, FutureLost, clean_exception  # noqa: F401 (CancelledError: old imports)
 from distributed.futures import Future, FutureState, futures_of
 from distributed.protocol import Serialize, dumps_function, serialize
 from distributed.spec import TaskRef, convert_graph_value
