@@ -397,6 +397,13 @@ class WorkerState:
         else:
             self.data[key] = value
 
+    def _drop(self, key) -> None:
+        # Not data.pop: on a SpillBuffer that would read a spilled value back.
+        try:
+            del self.data[key]
+        except KeyError:
+            pass
+
     def handle_pause(self, paused: bool) -> list:
         """Stop (or resume) starting tasks and fetches: memory is short."""
         self.paused = paused
@@ -457,7 +464,7 @@ class WorkerState:
     def _release(self, ts: TaskState) -> None:
         """Forget a task here (its data too)."""
         self.log.append((ts.key, "release", ts.state))
-        self.data.pop(ts.key, None)
+        self._drop(ts.key)
         ts.state = "released"
         ts.previous = None
         ts.run_spec = None
@@ -478,7 +485,7 @@ class WorkerState:
         if ts.state in ("executing", "long-running", "cancelled", "flight"):
             return
         ts.state = "released"
-        self.data.pop(ts.key, None)
+        self._drop(ts.key)
         if self.tasks.get(ts.key) is ts:
             del self.tasks[ts.key]
 
