@@ -735,7 +735,8 @@ class SchedulerState:
             cands: dict[str, WorkerState] = {}
             for dts in ts.dependencies:
                 for ws in dts.who_has:
-                    cands[ws.address] = ws
+                    if ws.status == "running":  # a paused worker starts nothing new
+                        cands[ws.address] = ws
             ws_idle = self._pick_idle_worker()
             if ws_idle is not None:
                 cands[ws_idle.address] = ws_idle

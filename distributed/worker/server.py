@@ -149,6 +149,13 @@ class Worker(Server):
         self.death_timeout = config.parse_timedelta(death_timeout) if death_timeout is not None else None
         self.nanny = nanny
         self.exit_code = 0  # the process exit code when this worker ends its process
+        # Memory settings are checked before anything is created on disk.
+        self.memory_target_fraction = _fraction("target", memory_target_fraction)
+        self.memory_spill_fraction = _fraction("spill", memory_spill_fraction)
+        self.memory_pause_fraction = _fraction("pause", memory_pause_fraction)
+        self.memory_monitor_interval = config.get_timedelta(
+            "distributed.worker.memory.monitor-interval", memory_monitor_interval)
+        max_spill = _max_spill(max_spill)
         self._own_local_dir = None
         local_directory = local_directory or local_dir
         if local_directory is None:
@@ -157,11 +164,6 @@ class Worker(Server):
         else:
             os.makedirs(local_directory, exist_ok=True)
         self.local_directory = local_directory
-        self.memory_target_fraction = _fraction("target", memory_target_fraction)
-        self.memory_spill_fraction = _fraction("spill", memory_spill_fraction)
-        self.memory_pause_fraction = _fraction("pause", memory_pause_fraction)
-        self.memory_monitor_interval = config.get_timedelta(
-            "distributed.worker.memory.monitor-interval", memory_monitor_interval)
         if data is None:
             data = self._make_spill_buffer(max_spill)
         self.data: MutableMapping = data
@@ -398,18 +400,12 @@ class Worker(Server):
     # Memory: spill to disk, pause
     # ------------------------------------------------------------------
 
-    def _make_spill_buffer(self, max_spill) -> MutableMapping:
+    def _make_spill_buffer(self, max_spill: int | None) -> MutableMapping:
         """A SpillBuffer keeping ``target`` of ``memory_limit`` in memory, or
         a plain dict when there is no limit or spilling is off."""
         fraction = self.memory_target_fraction or self.memory_spill_fraction
         if not self.memory_limit or not fraction:
             return {}
-        if max_spill is None:
-            max_spill = config.get("distributed.worker.memory.max-spill")
-        if max_spill is False or max_spill is None:
-            max_spill = None
-        elif isinstance(max_spill, str):
-            max_spill = config.parse_bytes(max_spill)
         target = int(self.memory_limit * self.memory_target_fraction) if self.memory_target_fraction else 0
         return SpillBuffer(os.path.join(self.local_directory, "storage"), target=target, max_spill=max_spill)
 
@@ -726,6 +722,23 @@ def _fraction(name: str, value) -> float:
     if not 0 <= value <= 1:
         raise ValueError(f"memory {name} fraction must be between 0 and 1, not {value}")
     return value
+
+
+def _max_spill(value) -> int | None:
+    """Bytes allowed on disk (None: no cap) from a number, a size or False.
+
+    >>> _max_spill("1 kB"), _max_spill(False)
+    (1000, None)
+    """
+    if value is None:
+        value = config.get("distributed.worker.memory.max-spill")
+    if value is False or value is None:
+        return None
+    if isinstance(value, str):
+        return config.parse_bytes(value)
+    if isinstance(value, (int, float)) and value >= 0:
+        return int(value)
+    raise ValueError(f"max_spill must be a size, a number of bytes or False, not {value!r}")
 
 
 def _task_error_fields(msg: dict) -> dict:
