@@ -147,10 +147,10 @@ class Chaos:
         await client.run(_block_loop, seconds, workers=[address])
 
     async def exit_random_workers(self, client, times: int, low: float, high: float,
-                                  code: int = 1) -> list[str]:
+                                  code: int = 1) -> list[tuple[str, int | None]]:
         """``times`` times: wait a random ``[low, high]`` seconds, then end a
         random worker's process (``client`` is asynchronous).  Returns the
-        addresses hit."""
+        ``(address, pid)`` of each worker hit."""
         hit = []
         for _ in range(times):
             await self.pause(low, high)
@@ -158,8 +158,8 @@ class Chaos:
             if not workers:
                 continue
             address = self.choice(workers)
-            await self.exit_worker(client, address, code)
-            hit.append(address)
+            pid = await self.exit_worker(client, address, code)
+            hit.append((address, pid))
         return hit
 
 

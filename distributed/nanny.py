@@ -66,9 +66,14 @@ def _worker_process_main(conn, scheduler_address: str, kwargs: dict, silence_log
     """Body of the worker child: run one Worker, tell the Nanny its address
     (or why it could not start), exit with the worker's exit code."""
     os.environ.update({k: str(v) for k, v in environ.items()})
-    if silence_logs:
-        logging.getLogger("distributed").setLevel(silence_logs)
+    _setup_child_logging(silence_logs)
     parent = os.getppid()
+
+    def tell_nanny(msg: dict) -> None:
+        try:
+            conn.send(msg)
+        except OSError:  # the nanny stopped waiting: it ends us next
+            pass
 
     async def watch_parent(worker: Worker) -> None:
         # A Nanny killed with SIGKILL cannot close us; notice it is gone.
@@ -80,17 +85,23 @@ def _worker_process_main(conn, scheduler_address: str, kwargs: dict, silence_log
             await asyncio.sleep(0.5)
 
     async def main() -> int:
-        worker = Worker(scheduler_address, **kwargs)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            # Running tasks are not waited for: their threads are daemons.
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.close(executor_wait=False)))
+        worker = None
         try:
+            worker = Worker(scheduler_address, **kwargs)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                # Running tasks are not waited for: their threads are daemons.
+                loop.add_signal_handler(
+                    sig, lambda: asyncio.ensure_future(worker.close(executor_wait=False)))
             await worker.start()
         except BaseException as e:
-            conn.send({"status": "error", "message": f"{type(e).__name__}: {e}"})
+            tell_nanny({"status": "error", "message": f"{type(e).__name__}: {e}"})
             return 1
-        conn.send({"status": "OK", "address": worker.address, "local_directory": worker.local_directory})
+        finally:
+            if worker is None or worker.status != Status.running:
+                for sig in (signal.SIGTERM, signal.SIGINT):  # default handling while we exit
+                    loop.remove_signal_handler(sig)
+        tell_nanny({"status": "OK", "address": worker.address, "local_directory": worker.local_directory})
         watcher = asyncio.ensure_future(watch_parent(worker))
         await worker.finished()
         watcher.cancel()
@@ -99,6 +110,18 @@ def _worker_process_main(conn, scheduler_address: str, kwargs: dict, silence_log
     code = asyncio.run(main())
     conn.close()
     sys.exit(code)
+
+
+def _setup_child_logging(level) -> None:
+    """The worker's log lines go to stderr like the parent's (a spawned
+    process starts with no logging set up)."""
+    log = logging.getLogger("distributed")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(level or logging.INFO)
 
 
 class WorkerProcess:
@@ -143,7 +166,9 @@ class WorkerProcess:
 
         loop.add_reader(self._conn.fileno(), on_message)
         try:
-            msg = await asyncio.wait_for(ready, timeout)
+            # The worker gives up on the scheduler after ``timeout``; wait a
+            # little longer so that its own, more precise, error arrives.
+            msg = await asyncio.wait_for(ready, timeout + 5)
         except asyncio.TimeoutError:
             loop.remove_reader(self._conn.fileno())
             raise TimeoutError(f"the worker process did not start within {timeout} s") from None
@@ -160,10 +185,16 @@ class WorkerProcess:
         self.exitcode = self.process.exitcode
         self.ended.set()
 
-    async def stop(self, timeout: float) -> None:
-        """SIGTERM (the worker closes and unregisters), SIGKILL after ``timeout``."""
+    async def stop(self, timeout: float, grace: float = 0) -> None:
+        """Wait up to ``grace`` seconds for the process to end by itself, then
+        SIGTERM (the worker closes and unregisters), SIGKILL after ``timeout``."""
         if self.pid is None:
             return
+        if grace and not self.ended.is_set():
+            try:
+                await asyncio.wait_for(self.ended.wait(), grace)
+            except asyncio.TimeoutError:
+                pass
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if self.ended.is_set():
                 break
@@ -352,7 +383,7 @@ class Nanny(Server):
         try:
             await proc.start(timeout)
         except BaseException:
-            await proc.stop(timeout=1)
+            await proc.stop(timeout=1, grace=2)  # a worker that failed to start exits by itself
             raise
         self._watcher = asyncio.ensure_future(self._watch(proc))
         logger.info("Nanny %s started worker %s (pid %d)", self.address, proc.worker_address, proc.pid)

@@ -2,12 +2,26 @@
 
     $ dask-worker tcp://127.0.0.1:8786 --nthreads 2
     $ dask-worker --scheduler-file scheduler.json --nprocs 4 --name big
+    $ dask-worker tcp://127.0.0.1:8786 --no-nanny
 
-With ``--nprocs N`` (N > 1) each worker runs in its own child process
-(multiprocessing, 'spawn' context); the parent forwards SIGINT/SIGTERM to
-them and exits once they all have.  A worker whose scheduler is not there yet
-keeps retrying for ``--death-timeout`` seconds (60 by default), then exits
-with code 1.
+By default (``--nanny``) every worker is supervised by a
+:class:`~distributed.nanny.Nanny`: this process runs ``--nprocs`` nannies
+(one by default) on its event loop, and each nanny runs its worker in a child
+process ('spawn' context), starts a new one if it dies, and kills it past
+95% of its memory limit.  SIGINT/SIGTERM close the nannies, which stop their
+workers.  If every nanny closes on its own the program exits too: with code
+0 if their workers closed on purpose (retired, or lost their scheduler for
+good), 1 if a nanny could not restart its worker.  If any nanny or worker
+fails to start, all are closed and the exit code is 1.
+
+With ``--no-nanny`` a single worker runs in this process; with ``--nprocs N``
+(N > 1) each worker runs in its own child process and the parent forwards
+SIGINT/SIGTERM to them and exits once they all have.
+
+Either way a worker whose scheduler is not there yet keeps retrying for
+``--death-timeout`` seconds (60 by default), then the program exits with
+code 1.  Everything runs on one asyncio loop per process; nothing here is
+meant to be called from other threads.
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ from distributed.cli.utils import (
 )
 
 if TYPE_CHECKING:
+    from distributed.nanny import Nanny
     from distributed.worker.server import Worker
 
 __all__ = ["main", "make_parser", "parse_resources"]
@@ -156,8 +171,8 @@ def make_parser() -> argparse.ArgumentParser:
         "--nanny",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="supervise workers with a nanny (not available yet: workers run "
-        "without one either way)",
+        help="supervise each worker with a nanny that runs it in a child "
+        "process and restarts it if it dies (default: --nanny)",
     )
     p.add_argument(
         "--memory-limit",
@@ -174,14 +189,24 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--host",
-        help="interface to listen on (default: the one that reaches the scheduler)",
+        help="interface the worker (and its nanny) listen on (default: the "
+        "one that reaches the scheduler)",
     )
     p.add_argument(
         "--worker-port",
         type=_port_arg,
         default=0,
         metavar="PORT",
-        help="port to listen on (default: any free port; must be 0 with --nprocs > 1)",
+        help="port the worker listens on (default: any free port; must be 0 "
+        "with --nprocs > 1)",
+    )
+    p.add_argument(
+        "--nanny-port",
+        type=_port_arg,
+        default=0,
+        metavar="PORT",
+        help="port the nanny listens on (default: any free port; must be 0 "
+        "with --nprocs > 1)",
     )
     p.add_argument(
         "--resources",
@@ -228,6 +253,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             parser.error(str(e))
     if args.nprocs > 1 and args.worker_port != 0:
         parser.error("--worker-port must be 0 (any free port) with --nprocs > 1")
+    if args.nprocs > 1 and args.nanny_port != 0:
+        parser.error("--nanny-port must be 0 (any free port) with --nprocs > 1")
 
 
 def _worker_options(args: argparse.Namespace, index: int | None) -> dict[str, Any]:
@@ -241,6 +268,7 @@ def _worker_options(args: argparse.Namespace, index: int | None) -> dict[str, An
         "scheduler_address": args.scheduler_address,
         "scheduler_file": args.scheduler_file,
         "death_timeout": args.death_timeout,
+        "nanny_port": args.nanny_port,
         "worker": {
             "nthreads": nthreads,
             "name": name,
@@ -282,6 +310,19 @@ async def _read_scheduler_file(path: str, deadline: float) -> str:
         await asyncio.sleep(POLL_INTERVAL)
 
 
+async def _scheduler_address(options: dict[str, Any], deadline: float) -> str:
+    """The address given on the command line, or read from the scheduler file."""
+    if options["scheduler_address"] is not None:
+        return options["scheduler_address"]
+    return await _read_scheduler_file(options["scheduler_file"], deadline)
+
+
+def _remaining(deadline: float) -> float:
+    """The death timeout left once the scheduler's address is known (finding
+    the scheduler file takes some of it)."""
+    return max(deadline - time.monotonic(), 0.5)
+
+
 async def _parent_gone(parent_pid: int) -> None:
     """Return once the parent process has died (we were re-parented)."""
     while os.getppid() == parent_pid:
@@ -294,12 +335,8 @@ async def _start_worker(options: dict[str, Any], deadline: float) -> Worker:
     or cannot reach the scheduler before ``deadline``."""
     from distributed.worker.server import Worker
 
-    address = options["scheduler_address"]
-    if address is None:
-        address = await _read_scheduler_file(options["scheduler_file"], deadline)
-    # Whatever time finding the file took comes out of the death timeout.
-    remaining = max(deadline - time.monotonic(), 0.5)
-    worker = Worker(address, death_timeout=remaining, **options["worker"])
+    address = await _scheduler_address(options, deadline)
+    worker = Worker(address, death_timeout=_remaining(deadline), **options["worker"])
     logger.info("Waiting to connect to: %s", worker.scheduler_address)
     try:
         await worker.start()
@@ -415,6 +452,154 @@ def _wait_for_children(procs: list, kill_at: list[float]) -> None:
         multiprocessing.connection.wait([p.sentinel for p in alive], timeout=1)
 
 
+# ------------------------------------------------------------------ nannies
+
+#: What a worker's start error says when it could not reach the scheduler
+#: (``Worker._register_with_scheduler``).  A Nanny passes its worker's start
+#: error on only as text, so this is how we tell that case apart.
+_UNREACHABLE = "could not reach the scheduler"
+
+
+def _nanny_start_error(
+    error: Exception, nanny: Nanny, options: dict[str, Any]
+) -> _StartError:
+    """One sentence for the user on why ``nanny`` or its worker did not start;
+    the full text stays available at DEBUG level."""
+    opts = options["worker"]
+    host = opts["host"] or "default host"
+    if nanny.listener is None:  # the nanny itself could not listen
+        return _StartError(
+            f"Could not listen on {host}:{options['nanny_port']}: {error}"
+        )
+    text = str(error)
+    logger.debug("the worker of nanny %s did not start: %s", nanny.address, text)
+    if isinstance(error, TimeoutError) or _UNREACHABLE in text:
+        return _StartError(
+            f"Timed out connecting to scheduler at {nanny.scheduler_address} "
+            f"after {options['death_timeout']:g} s"
+        )
+    if opts["port"] and "OSError" in text:  # e.g. the worker's port is taken
+        return _StartError(f"Could not listen on {host}:{opts['port']}: {text}")
+    return _StartError(f"Could not start a worker: {text}")
+
+
+async def _start_nanny(nanny: Nanny, options: dict[str, Any]) -> None:
+    """Start ``nanny`` (and so its worker); ``_StartError`` if it cannot."""
+    try:
+        await nanny.start()
+    except (OSError, RuntimeError) as e:  # TimeoutError is an OSError
+        raise _nanny_start_error(e, nanny, options) from e
+
+
+async def _start_nannies(
+    all_options: list[dict[str, Any]], nannies: list[Nanny]
+) -> list[str]:
+    """Create one Nanny per entry of ``all_options`` (appended to
+    ``nannies``, so the caller can close them whatever happens) and start
+    them together.  Returns why those that failed did not start."""
+    from distributed.nanny import Nanny
+
+    first = all_options[0]
+    deadline = time.monotonic() + first["death_timeout"]
+    address = await _scheduler_address(first, deadline)
+    death_timeout = _remaining(deadline)
+    for options in all_options:
+        kwargs = dict(options["worker"])
+        kwargs["worker_port"] = kwargs.pop("port")
+        nannies.append(
+            Nanny(
+                address,
+                port=options["nanny_port"],
+                death_timeout=death_timeout,
+                **kwargs,
+            )
+        )
+    logger.info("Waiting to connect to: %s", nannies[0].scheduler_address)
+    results = await asyncio.gather(
+        *(_start_nanny(n, o) for n, o in zip(nannies, all_options)),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, _StartError):
+            raise result
+    return [str(result) for result in results if isinstance(result, _StartError)]
+
+
+def _could_not_restart(nanny: Nanny) -> bool:
+    """Whether ``nanny`` closed because its last worker process never
+    registered (the nanny failed to restart it, e.g. the scheduler is gone)."""
+    return nanny.process is not None and nanny.process.worker_address is None
+
+
+async def _all_finished(nannies: list[Nanny]) -> None:
+    """Return once every nanny has closed."""
+    for nanny in nannies:
+        await nanny.finished()
+
+
+async def _close_nannies(nannies: list[Nanny]) -> None:
+    """Close every nanny that got as far as listening (each stops its
+    worker), each within CLOSE_TIMEOUT."""
+    await asyncio.gather(
+        *(
+            close_within(nanny.close(), CLOSE_TIMEOUT, f"Nanny {nanny.address}")
+            for nanny in nannies
+            if nanny.listener is not None
+        )
+    )
+
+
+async def _run_nannies(
+    all_options: list[dict[str, Any]], shutdown: ShutdownSignals, nannies: list[Nanny]
+) -> int:
+    """Start the nannies; then wait for a signal or for all of them to close."""
+    starting = asyncio.ensure_future(_start_nannies(all_options, nannies))
+    await shutdown.wait(asyncio.shield(starting))
+    if not starting.done():  # a signal arrived while still starting
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        return 0
+    try:
+        errors = starting.result()
+    except (_StartError, ValueError) as e:
+        errors = [str(e)]
+    if errors:
+        for error in errors:
+            logger.error("%s", error)
+        return 1
+    for nanny in nannies:
+        logger.info("Start Nanny at: %s", nanny.address)
+        logger.info("Start worker at: %s", nanny.worker_address)
+    logger.info("Registered to: %s", nannies[0].scheduler_address)
+    signum = await shutdown.wait(_all_finished(nannies))
+    if signum is not None:
+        logger.info("Stopping nannies and their workers")
+        return 0
+    failed = [nanny for nanny in nannies if _could_not_restart(nanny)]
+    for nanny in failed:
+        name = "" if nanny.name is None else f" {nanny.name!r}"
+        logger.error(
+            "Could not restart worker%s after it died; its nanny %s closed",
+            name,
+            nanny.address,
+        )
+    if not failed:
+        logger.info("Every nanny closed with its worker; exiting")
+    return 1 if failed else 0
+
+
+async def _serve_nannies(
+    all_options: list[dict[str, Any]], shutdown: ShutdownSignals
+) -> int:
+    """Run one Nanny per worker on this loop until a signal or until they all
+    closed; the nannies are closed (stopping their workers) whatever happens."""
+    nannies: list[Nanny] = []
+    try:
+        return await _run_nannies(all_options, shutdown, nannies)
+    finally:
+        await _close_nannies(nannies)
+
+
 # ------------------------------------------------------------------ entry point
 
 
@@ -425,7 +610,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_args(parser, args)
     setup_logging()
     if args.nanny:
-        logger.info("Nanny not available yet; running workers without one")
+        all_options = [
+            _worker_options(args, i if args.nprocs > 1 else None)
+            for i in range(args.nprocs)
+        ]
+        return run(lambda shutdown: _serve_nannies(all_options, shutdown))
     if args.nprocs > 1:
         return _run_children(args)
     options = _worker_options(args, None)

@@ -217,6 +217,22 @@ def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if "error:" in line]
 
 
+def process_gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting to be reaped counts)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_until_gone(pids: set[int], timeout: float = EXIT_TIMEOUT) -> None:
+    wait_until(
+        lambda: all(process_gone(pid) for pid in pids),
+        timeout,
+        f"processes {sorted(pids)} to exit",
+    )
+
+
 # ------------------------------------------------------------------ tests
 
 
@@ -262,7 +278,7 @@ def test_worker_options_reach_the_scheduler() -> None:
         assert info["nthreads"] == 3
         assert info["memory_limit"] == 100_000_000
         assert info["resources"] == {"GPU": 2.0, "MEM": 10e9}
-        assert "Nanny not available" in worker.stderr
+        assert info["nanny"] is not None
         worker.interrupt()
         assert worker.wait() == 0
         scheduler.interrupt()
@@ -303,6 +319,11 @@ def test_version(module: str) -> None:
             WORKER,
             ["tcp://127.0.0.1:1", "--nprocs", "2", "--worker-port", "1234"],
             "--worker-port",
+        ),
+        (
+            WORKER,
+            ["tcp://127.0.0.1:1", "--nprocs", "2", "--nanny-port", "1234"],
+            "--nanny-port",
         ),
         (WORKER, ["tcp://127.0.0.1:1", "--memory-limit", "lots"], "--memory-limit"),
     ],
@@ -353,11 +374,12 @@ def test_worker_waits_for_late_scheduler() -> None:
             assert program.wait() == 0
 
 
-def test_scheduler_file_roundtrip(tmp_path: Path) -> None:
+@pytest.mark.parametrize("nanny", ["--no-nanny", "--nanny"])
+def test_scheduler_file_roundtrip(tmp_path: Path, nanny: str) -> None:
     path = tmp_path / "scheduler.json"
     with programs() as start:
         # The worker is started first: it must wait for the file to appear.
-        worker = start(WORKER, "--scheduler-file", str(path), "--no-nanny")
+        worker = start(WORKER, "--scheduler-file", str(path), nanny)
         worker.wait_for_line(r"Waiting for scheduler file")
         scheduler, address = start_scheduler(start, "--scheduler-file", str(path))
         assert json.loads(path.read_text())["address"] == address
@@ -467,17 +489,200 @@ def test_sigint_while_waiting_for_scheduler() -> None:
         assert "Traceback" not in worker.stderr
 
 
-def test_worker_port_in_use() -> None:
+@pytest.mark.parametrize(
+    "nanny, port_option",
+    [
+        ("--no-nanny", "--worker-port"),
+        ("--nanny", "--worker-port"),
+        ("--nanny", "--nanny-port"),
+    ],
+)
+def test_port_in_use(nanny: str, port_option: str) -> None:
     with socket.socket() as sock, programs() as start:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
         scheduler, address = start_scheduler(start)
         result = run_cli(
-            WORKER, address, "--host", "127.0.0.1", "--worker-port", str(port)
+            WORKER, address, "--host", "127.0.0.1", port_option, str(port), nanny
         )
         assert result.returncode == 1, result.stderr
         assert f"Could not listen on 127.0.0.1:{port}" in result.stderr
         assert "Traceback" not in result.stderr
         scheduler.interrupt()
         assert scheduler.wait() == 0
+
+
+# ------------------------------------------------------------------ nannies
+
+
+def test_default_worker_runs_under_a_nanny() -> None:
+    with programs() as start:
+        scheduler, address = start_scheduler(start)
+        worker = start(WORKER, address, "--nthreads", "1")
+        worker.wait_for_line(r"Start Nanny at: tcp://127\.0\.0\.1:\d+")
+        worker.wait_for_line(r"Registered to: " + re.escape(address))
+        (info,) = wait_for_workers(address, 1).values()
+        assert info["nanny"] is not None
+        assert info["nthreads"] == 1
+        assert info["pid"] != worker.proc.pid
+        # The nanny runs in the dask-worker process; the worker in its child.
+        assert psutil.Process(info["pid"]).ppid() == worker.proc.pid
+
+        worker.interrupt()
+        assert worker.wait() == 0, worker.stderr
+        wait_until_gone({info["pid"]})
+        assert "Traceback" not in worker.stderr
+        scheduler.interrupt()
+        assert scheduler.wait() == 0
+
+
+def test_nanny_restarts_a_killed_worker(tmp_path: Path) -> None:
+    with programs() as start:
+        scheduler, address = start_scheduler(start)
+        # A killed worker cannot remove its scratch directory: keep it in tmp_path.
+        worker = start(
+            WORKER,
+            address,
+            "--nthreads",
+            "1",
+            "--name",
+            "phoenix",
+            "--local-directory",
+            str(tmp_path),
+        )
+        (old,) = wait_for_workers(address, 1).values()
+        os.kill(old["pid"], signal.SIGKILL)
+
+        def restarted() -> dict | None:
+            workers = list(scheduler_identity(address)["workers"].values())
+            if len(workers) == 1 and workers[0]["pid"] != old["pid"]:
+                return workers[0]
+            return None
+
+        new = wait_until(restarted, START_TIMEOUT, "the worker to be restarted")
+        assert new["name"] == "phoenix"
+        assert new["nanny"] == old["nanny"]
+        assert psutil.Process(new["pid"]).ppid() == worker.proc.pid
+
+        worker.interrupt()
+        assert worker.wait() == 0, worker.stderr
+        wait_until_gone({new["pid"]})
+        scheduler.interrupt()
+        assert scheduler.wait() == 0
+
+
+def test_nprocs_with_nannies() -> None:
+    with programs() as start:
+        scheduler, address = start_scheduler(start)
+        worker = start(
+            WORKER, address, "--nprocs", "2", "--nthreads", "1", "--name", "w"
+        )
+        info = wait_for_workers(address, 2)
+        assert sorted(w["name"] for w in info.values()) == ["w-0", "w-1"]
+        nannies = {w["nanny"] for w in info.values()}
+        assert None not in nannies and len(nannies) == 2
+        pids = {w["pid"] for w in info.values()}
+        assert worker.proc.pid not in pids and len(pids) == 2
+
+        worker.interrupt()
+        assert worker.wait() == 0, worker.stderr
+        wait_until_gone(pids)
+        wait_until(
+            lambda: not scheduler_identity(address)["workers"],
+            EXIT_TIMEOUT,
+            "the workers to unregister",
+        )
+        scheduler.interrupt()
+        assert scheduler.wait() == 0
+
+
+def test_sigterm_stops_nanny_and_worker() -> None:
+    with programs() as start:
+        scheduler, address = start_scheduler(start)
+        worker = start(WORKER, address, "--nthreads", "1")
+        (info,) = wait_for_workers(address, 1).values()
+
+        worker.proc.terminate()
+        assert worker.wait() == 0, worker.stderr
+        assert "SIGTERM" in worker.stderr
+        assert "Traceback" not in worker.stderr
+        wait_until_gone({info["pid"]})
+        scheduler.interrupt()
+        assert scheduler.wait() == 0
+
+
+def test_nanny_worker_without_scheduler_times_out() -> None:
+    address, sock = refused_address()
+    with sock:
+        result = run_cli(WORKER, address, "--death-timeout", "1")
+    assert result.returncode == 1, result.stderr
+    message = f"Timed out connecting to scheduler at {address} after 1 s"
+    assert result.stderr.count(message) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigint_while_nanny_waits_for_scheduler(tmp_path: Path) -> None:
+    """Ctrl-C stops a nanny whose worker still retries to reach the scheduler."""
+    address, sock = refused_address()
+    with sock, programs() as start:
+        # The nanny may have to kill the worker: keep its directory in tmp_path.
+        worker = start(
+            WORKER,
+            address,
+            "--death-timeout",
+            "60",
+            "--local-directory",
+            str(tmp_path),
+        )
+        worker.wait_for_line(r"Waiting to connect to: " + re.escape(address))
+        # Wait for the worker process, so the nanny has one to stop.
+        pids = wait_until(
+            lambda: {p.pid for p in psutil.Process(worker.proc.pid).children()},
+            START_TIMEOUT,
+            "the worker process to start",
+        )
+        worker.interrupt()
+        assert worker.wait() == 0, worker.stderr
+        wait_until_gone(pids)
+        assert "Traceback" not in worker.stderr
+
+
+def test_nannies_exit_when_their_scheduler_is_gone() -> None:
+    """Workers that lose their scheduler for good close (exit code 0), their
+    nannies close with them, and so does dask-worker."""
+    with programs() as start:
+        scheduler, address = start_scheduler(start)
+        worker = start(WORKER, address, "--nprocs", "2", "--death-timeout", "2")
+        pids = {w["pid"] for w in wait_for_workers(address, 2).values()}
+        scheduler.interrupt()
+        assert scheduler.wait() == 0
+        assert worker.wait(START_TIMEOUT) == 0, worker.stderr
+        assert "Every nanny closed" in worker.stderr
+        wait_until_gone(pids)
+
+
+def test_nanny_that_cannot_restart_its_worker_exits_1(tmp_path: Path) -> None:
+    """A worker killed while its scheduler is gone cannot be restarted: the
+    nanny closes, and dask-worker exits with code 1."""
+    with programs() as start:
+        scheduler, address = start_scheduler(start)
+        worker = start(
+            WORKER,
+            address,
+            "--name",
+            "orphan",
+            "--death-timeout",
+            "5",
+            "--local-directory",
+            str(tmp_path),
+        )
+        (info,) = wait_for_workers(address, 1).values()
+        scheduler.interrupt()
+        assert scheduler.wait() == 0
+        # The worker would close on its own (code 0) once its 5 s of trying to
+        # reconnect are up; killing it first makes its nanny restart it.
+        os.kill(info["pid"], signal.SIGKILL)
+        assert worker.wait(START_TIMEOUT) == 1, worker.stderr
+        assert "Could not restart worker 'orphan'" in worker.stderr
+        wait_until_gone({info["pid"]})

@@ -36,3 +36,24 @@ def test_scheduler_exits_cleanly_on_interrupt(tmp_path):
     with popen(["dask-scheduler", "--port", "0", "--scheduler-file", sfile]) as proc:
         _address_from(sfile)
     assert proc.returncode == 0
+
+
+def test_client_restart_goes_through_dask_worker_nannies(loop, tmp_path):
+    """``dask-worker`` runs its workers under nannies by default, so
+    ``client.restart()`` gives them fresh processes with the same names."""
+    sfile = str(tmp_path / "scheduler.json")
+    with popen(["dask-scheduler", "--port", "0", "--scheduler-file", sfile]):
+        address = _address_from(sfile)
+        with popen(["dask-worker", address, "--nprocs", "2", "--nthreads", "1", "--name", "n"]):
+            with Client(address, loop=loop) as c:
+                c.wait_for_workers(2, timeout=30)
+                before = {w["name"]: w for w in c.scheduler_info()["workers"].values()}
+                assert all(w["nanny"] for w in before.values())
+                x = c.submit(inc, 1)
+                assert x.result() == 2
+                c.restart()
+                c.wait_for_workers(2, timeout=30)
+                after = {w["name"]: w for w in c.scheduler_info()["workers"].values()}
+                assert sorted(after) == ["n-0", "n-1"]
+                assert all(after[n]["pid"] != before[n]["pid"] for n in after)
+                assert c.submit(inc, 2).result() == 3
