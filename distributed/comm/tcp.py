@@ -23,6 +23,7 @@ from tornado.tcpserver import TCPServer
 
 from distributed.comm.addressing import get_address_host_port, normalize_address
 from distributed.protocol import ProtocolError, decode_message, encode_message
+from distributed.protocol import buffers
 from distributed.protocol.frames import (
     pack_frames_prelude,
     parse_frame_count,
@@ -77,15 +78,15 @@ class Comm:
         stream = self.stream
         try:
             n = parse_frame_count(await stream.read_bytes(8))
-            lengths = parse_frame_lengths(
+            lengths, as_bytes = parse_frame_lengths(
                 await stream.read_bytes(8 * n), n, self.max_message_size
             )
             total = sum(lengths)
             if total <= _SMALL:
                 buf = await stream.read_bytes(total) if total else b""
+                frames = _split(memoryview(buf), lengths)
             else:
-                buf = _uninitialized_buffer(total)
-                await stream.read_into(buf)
+                frames = await self._read_large(lengths, as_bytes)
         except StreamClosedError as e:
             self.abort()
             raise CommClosedError(
@@ -94,17 +95,32 @@ class Comm:
         except ProtocolError:
             self.abort()
             raise
-        frames = []
-        mv = memoryview(buf)
-        offset = 0
-        for length in lengths:
-            frames.append(mv[offset : offset + length])
-            offset += length
         try:
             return decode_message(frames, self.deserialize)
         except ProtocolError:
             self.abort()
             raise
+
+    async def _read_large(self, lengths: list[int], as_bytes: list[bool]) -> list:
+        """Frames marked ``as_bytes`` are read into new ``bytes`` objects; the
+        others share one buffer, which pickled arrays then use in place."""
+        stream = self.stream
+        if not buffers.SUPPORTED:
+            as_bytes = [False] * len(lengths)
+        shared = sum(n for n, whole in zip(lengths, as_bytes) if not whole)
+        buf = memoryview(_uninitialized_buffer(shared)) if shared else None
+        frames = []
+        offset = 0
+        for length, whole in zip(lengths, as_bytes):
+            if whole:
+                frame, target = buffers.new_bytes(length)
+            else:
+                frame = target = buf[offset : offset + length]
+                offset += length
+            if length:
+                await stream.read_into(target)
+            frames.append(frame)
+        return frames
 
     async def write(self, msg: Any) -> int:
         """Write one message; returns the number of bytes written."""
@@ -153,6 +169,15 @@ class Comm:
         """Close at once, dropping anything not yet written."""
         if not self.stream.closed():
             self.stream.close()
+
+
+def _split(mv: memoryview, lengths: list[int]) -> list[memoryview]:
+    frames = []
+    offset = 0
+    for length in lengths:
+        frames.append(mv[offset : offset + length])
+        offset += length
+    return frames
 
 
 def _uninitialized_buffer(n: int):

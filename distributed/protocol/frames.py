@@ -7,6 +7,10 @@ A message is a list of frames.  On the wire it is written as::
 The prelude (count and lengths) is small and built here; the frames
 themselves are written as they are, without being joined, so large buffers
 go to the socket uncopied.
+
+The top bit of a length marks a frame that was a ``bytes`` object of at
+least ``AS_BYTES_MIN`` bytes: the receiver reads it straight into a new
+``bytes`` object, rather than into a buffer it would then copy from.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ __all__ = ["ProtocolError", "pack_frames_prelude", "unpack_frames", "MAX_FRAMES"
 MAX_FRAMES = 1_000_000
 
 _U64 = struct.Struct("<Q")
+_AS_BYTES = 1 << 63
+#: ``bytes`` frames from this size on are flagged to arrive as ``bytes``.
+AS_BYTES_MIN = 2**16
 
 
 class ProtocolError(ValueError):
@@ -32,7 +39,8 @@ def pack_frames_prelude(frames: Sequence) -> bytes:
     >>> pack_frames_prelude([b"ab", b"c"])[:8]
     b'\\x02\\x00\\x00\\x00\\x00\\x00\\x00\\x00'
     """
-    lengths = [_nbytes(f) for f in frames]
+    lengths = [_nbytes(f) | (_AS_BYTES if type(f) is bytes and len(f) >= AS_BYTES_MIN else 0)
+               for f in frames]
     return struct.pack(f"<{len(lengths) + 1}Q", len(lengths), *lengths)
 
 
@@ -44,16 +52,19 @@ def parse_frame_count(header: bytes, max_frames: int = MAX_FRAMES) -> int:
     return n
 
 
-def parse_frame_lengths(data: bytes, n: int, max_size: int) -> list[int]:
-    """Read ``n`` frame lengths and check them against ``max_size`` bytes."""
-    lengths = list(struct.unpack(f"<{n}Q", data))
+def parse_frame_lengths(data: bytes, n: int, max_size: int) -> tuple[list[int], list[bool]]:
+    """Read ``n`` frame lengths, and which frames are to arrive as
+    ``bytes``; check the total against ``max_size`` bytes."""
+    raw = struct.unpack(f"<{n}Q", data)
+    lengths = [x & ~_AS_BYTES for x in raw]
+    as_bytes = [bool(x & _AS_BYTES) for x in raw]
     total = sum(lengths)
     if total > max_size:
         raise ProtocolError(
             f"message of {total} bytes exceeds the maximum message size of "
             f"{max_size} bytes (setting distributed.comm.max-message-size)"
         )
-    return lengths
+    return lengths, as_bytes
 
 
 def unpack_frames(data: bytes | memoryview, max_size: int = 2**62) -> list[memoryview]:
@@ -71,12 +82,13 @@ def unpack_frames(data: bytes | memoryview, max_size: int = 2**62) -> list[memor
     end = 8 + 8 * n
     if len(mv) < end:
         raise ProtocolError("truncated message: frame lengths missing")
-    lengths = parse_frame_lengths(mv[8:end], n, max_size)
+    lengths, as_bytes = parse_frame_lengths(mv[8:end], n, max_size)
     frames = []
-    for length in lengths:
+    for length, whole in zip(lengths, as_bytes):
         if end + length > len(mv):
             raise ProtocolError("truncated message: frame shorter than announced")
-        frames.append(mv[end : end + length])
+        frame = mv[end : end + length]
+        frames.append(bytes(frame) if whole else frame)
         end += length
     if end != len(mv):
         raise ProtocolError("malformed message: trailing bytes after last frame")

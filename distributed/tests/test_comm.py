@@ -91,6 +91,44 @@ async def test_comm_roundtrip_small_and_large_messages():
 
 
 @gen_test()
+async def test_large_bytes_arrive_as_bytes_and_arrays_stay_writable():
+    got = asyncio.Queue()
+
+    async def handler(comm):
+        await got.put(await comm.read())
+
+    listener = listen("tcp://127.0.0.1:0", handler)
+    comm = await connect(listener.address)
+    try:
+        big = bytes(range(256)) * 20_000  # 5 MB: read straight into a bytes object
+        arr = np.arange(500_000)
+        mid = b"m" * 70_000
+        await comm.write({"big": Serialize(big), "arr": Serialize(arr), "mid": Serialize(mid),
+                          "empty": Serialize(b""), "ba": Serialize(bytearray(b"x" * 100_000))})
+        out = await asyncio.wait_for(got.get(), 10)
+        assert type(out["big"]) is bytes and out["big"] == big
+        assert hash(out["big"]) == hash(big)
+        assert type(out["mid"]) is bytes and out["mid"] == mid
+        assert out["empty"] == b""
+        assert type(out["ba"]) is bytearray and out["ba"] == bytearray(b"x" * 100_000)
+        assert (out["arr"] == arr).all()
+        out["arr"][0] = -1  # received arrays are writable, as upstream's are
+    finally:
+        await comm.close()
+        listener.stop()
+
+
+def test_prelude_flags_large_bytes_frames_only():
+    from distributed.protocol.frames import AS_BYTES_MIN, parse_frame_lengths
+
+    frames = [b"h", b"x" * AS_BYTES_MIN, bytearray(AS_BYTES_MIN), memoryview(b"y" * AS_BYTES_MIN)]
+    prelude = pack_frames_prelude(frames)
+    lengths, as_bytes = parse_frame_lengths(prelude[8:], len(frames), 2**40)
+    assert lengths == [1, AS_BYTES_MIN, AS_BYTES_MIN, AS_BYTES_MIN]
+    assert as_bytes == [False, True, False, False]
+
+
+@gen_test()
 async def test_comm_write_after_close_raises_comm_closed():
     server_comms = []
 
