@@ -22,8 +22,7 @@ from tornado.tcpclient import TCPClient
 from tornado.tcpserver import TCPServer
 
 from distributed.comm.addressing import get_address_host_port, normalize_address
-from distributed.protocol import ProtocolError, decode_message, encode_message
-from distributed.protocol import buffers
+from distributed.protocol import ProtocolError, buffers, decode_message, encode_message
 from distributed.protocol.frames import (
     pack_frames_prelude,
     parse_frame_count,
