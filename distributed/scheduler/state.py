@@ -41,14 +41,36 @@ which ``transitions()`` applies until none are left.
 A key is needed while a client wants it (``who_wants``) or a task that has
 not finished depends on it (``waiters``).  When neither holds it is
 released, and forgotten once nothing depends on it at all.
+
+Memory
+------
+A scheduler holds hundreds of thousands of tasks, so a task's bytes count.
+The set-valued fields of a task (``dependencies``, ``dependents``,
+``waiting_on``, ``waiters``, ``who_has``, ``who_wants``, ``erred_on``) are
+empty most of the time, and ``who_has``/``who_wants`` mostly hold a single
+worker/client.  So a field holds
+
+* ``_EMPTY``, one shared ``frozenset()``, while it is empty;
+* for ``who_has`` and ``who_wants``, the worker's or client's own
+  ``frozenset({itself})`` (its ``_singleton``) while that is the only
+  member, shared by every such task;
+* otherwise a ``set`` of its own (never an empty one).
+
+Everyone may read these fields as sets (iterate, ``in``, ``len``, compare);
+only this file changes them, and only through ``_add`` and ``_discard`` (or
+by assigning ``_EMPTY``).  ``validate_state`` checks these rules.  Function
+payloads that many tasks share (``run_spec["func"]``) are interned in
+``update_graph``.
 """
 from __future__ import annotations
 
 import heapq
 import logging
 import math
+import sys
 from collections import defaultdict, deque
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from distributed.exceptions import FutureLost, KilledWorker, error_message
@@ -67,6 +89,47 @@ DEFAULT_TASK_DURATION = 0.5
 # busy across the round trip, long tasks need shallow ones to keep ordering.
 _QUEUE_SECONDS = 0.02
 _MAX_TASKS_PER_THREAD = 200
+
+#: Function payloads interned across graphs: at most this many distinct ones,
+#: each at most this large (the cache outlives the tasks that used them).
+_FUNC_CACHE_ENTRIES = 1000
+_FUNC_CACHE_MAX_BYTES = 64 * 1024
+
+#: What a set-valued field of a task holds while empty (see "Memory" above):
+#: one shared immutable object instead of a 216-byte ``set()`` per task.
+_EMPTY: frozenset = frozenset()
+
+#: The set-valued fields of TaskState.
+_TASK_SET_FIELDS = ("dependencies", "dependents", "waiting_on", "waiters", "who_has",
+                    "who_wants", "erred_on")
+
+
+def _add(obj, field: str, item, singleton: frozenset | None = None) -> None:
+    """Add ``item`` to the set-valued ``field`` of ``obj``.
+
+    An empty field (``_EMPTY``) becomes ``singleton`` when given (the shared
+    ``frozenset({item})``), else a new ``{item}``; a shared singleton becomes
+    a set of its own when a second member arrives.
+    """
+    members = getattr(obj, field)
+    if type(members) is set:
+        members.add(item)
+    elif not members:
+        setattr(obj, field, {item} if singleton is None else singleton)
+    elif item not in members:
+        setattr(obj, field, {*members, item})
+
+
+def _discard(obj, field: str, item) -> None:
+    """Remove ``item`` from the set-valued ``field`` of ``obj`` if it is
+    there; the field goes back to ``_EMPTY`` when ``item`` was its last
+    member."""
+    members = getattr(obj, field)
+    if item in members:
+        if len(members) == 1:
+            setattr(obj, field, _EMPTY)
+        else:
+            members.remove(item)  # two or more members: always a set of its own
 
 
 class TaskState:
@@ -97,9 +160,7 @@ class TaskState:
         "worker_restrictions",
         "loose_restrictions",
         "resource_restrictions",
-        "duration_estimate",
         "erred_on",
-        "_hash",
     )
 
     def __init__(self, key, run_spec, prefix: str):
@@ -108,13 +169,14 @@ class TaskState:
         self.state = "released"
         self.priority: tuple = ()
         self.prefix = prefix
-        self.dependencies: set[TaskState] = set()
-        self.dependents: set[TaskState] = set()
-        self.waiting_on: set[TaskState] = set()
-        self.waiters: set[TaskState] = set()
-        self.who_has: set[WorkerState] = set()
+        # Read-only outside this file; see "Memory" in the module docstring.
+        self.dependencies: AbstractSet[TaskState] = _EMPTY
+        self.dependents: AbstractSet[TaskState] = _EMPTY
+        self.waiting_on: AbstractSet[TaskState] = _EMPTY
+        self.waiters: AbstractSet[TaskState] = _EMPTY
+        self.who_has: AbstractSet[WorkerState] = _EMPTY
         self.processing_on: WorkerState | None = None
-        self.who_wants: set[ClientState] = set()
+        self.who_wants: AbstractSet[ClientState] = _EMPTY
         self.nbytes = -1
         self.type: str | None = None
         self.exception = None
@@ -127,15 +189,14 @@ class TaskState:
         self.worker_restrictions: set | None = None
         self.loose_restrictions = False
         self.resource_restrictions: dict | None = None
-        self.duration_estimate = 0.0
-        self.erred_on: set[str] = set()
-        self._hash = hash(key)
+        self.erred_on: AbstractSet[str] = _EMPTY
 
     # Hash by key, not by id(): sets of tasks then iterate in the same order
     # on every run, so the state machine is deterministic (a failure found
-    # by random testing reproduces).  Equality stays identity.
+    # by random testing reproduces).  Equality stays identity.  Not cached:
+    # a str key caches its own hash, and a cached int costs ~40 bytes a task.
     def __hash__(self) -> int:
-        return self._hash
+        return hash(self.key)
 
     def __repr__(self) -> str:
         return f"<TaskState {self.key!r} {self.state}>"
@@ -168,6 +229,7 @@ class WorkerState:
         "long_running",
         "server_id",
         "_hash",
+        "_singleton",
     )
 
     def __init__(self, address: str, nthreads: int, name=None, memory_limit: int = 0,
@@ -192,6 +254,8 @@ class WorkerState:
         self.long_running: set[TaskState] = set()
         self.server_id: str | None = None
         self._hash = hash(address)
+        # The who_has of every task that only this worker holds.
+        self._singleton = frozenset((self,))
 
     def __hash__(self) -> int:  # deterministic, see TaskState.__hash__
         return self._hash
@@ -224,13 +288,15 @@ class WorkerState:
 class ClientState:
     """A connected client and the keys it wants."""
 
-    __slots__ = ("client_key", "wants_what", "last_seen", "_hash")
+    __slots__ = ("client_key", "wants_what", "last_seen", "_hash", "_singleton")
 
     def __init__(self, client_key: str):
         self.client_key = client_key
         self.wants_what: set[TaskState] = set()
         self.last_seen = 0.0
         self._hash = hash(client_key)
+        # The who_wants of every task that only this client wants.
+        self._singleton = frozenset((self,))
 
     def __hash__(self) -> int:  # deterministic, see TaskState.__hash__
         return self._hash
@@ -269,6 +335,7 @@ class SchedulerState:
         self.unrunnable: set[TaskState] = set()
         self.idle: dict[str, WorkerState] = {}  # workers with free slots
         self.durations: dict[str, float] = {}  # task prefix -> mean seconds
+        self._funcs: dict[bytes, bytes] = {}  # see _intern_func
         self.transition_log: deque = deque(maxlen=transition_log_length)
         self.transition_counter = 0
         self.client_msgs: dict[str, list] = defaultdict(list)
@@ -321,7 +388,7 @@ class SchedulerState:
             return {}
         self.transition_counter += 1
         if self.transition_log.maxlen:
-            self.transition_log.append((key, start, ts.state))
+            self.transition_log.append((ts.key, start, ts.state))  # not a decoded copy of the key
         for plugin in self.plugins:
             try:
                 plugin.transition(key, start, ts.state)
@@ -366,9 +433,9 @@ class SchedulerState:
                 recs[ts.key] = "erred"
                 ts.exception_blame = dts.exception_blame
                 return recs
-            dts.waiters.add(ts)
+            _add(dts, "waiters", ts)
             if dts.state != "memory":
-                ts.waiting_on.add(dts)
+                _add(ts, "waiting_on", dts)
                 if dts.state == "released":
                     recs[dts.key] = "waiting"
         if not ts.waiting_on:
@@ -434,7 +501,6 @@ class SchedulerState:
         duration = self.durations.get(ts.prefix, DEFAULT_TASK_DURATION)
         ts.state = "processing"
         ts.processing_on = ws
-        ts.duration_estimate = duration
         ws.processing[ts] = duration
         ws.occupancy += duration
         self._check_idle(ws)
@@ -470,17 +536,18 @@ class SchedulerState:
             old = self.durations.get(ts.prefix)
             self.durations[ts.prefix] = duration if old is None else 0.5 * old + 0.5 * duration
         ts.state = "memory"
-        ts.type = type
+        # One shared string per type name, not one per decoded message.
+        ts.type = sys.intern(type) if type.__class__ is str else type
         ts.nbytes = nbytes if nbytes >= 0 else 0
         if ws is not None:
             self._add_replica(ts, ws)
         for dts in ts.dependents:
             if ts in dts.waiting_on:
-                dts.waiting_on.discard(ts)
+                _discard(dts, "waiting_on", ts)
                 if not dts.waiting_on and dts.state == "waiting":
                     recs[dts.key] = "processing"
         for dts in ts.dependencies:
-            dts.waiters.discard(ts)
+            _discard(dts, "waiters", ts)
             if not dts.waiters and not dts.who_wants and dts.state == "memory":
                 recs[dts.key] = "released"
         self._drop_fire_and_forget(ts)
@@ -509,15 +576,23 @@ class SchedulerState:
 
     def _add_replica(self, ts: TaskState, ws: WorkerState) -> None:
         if ws not in ts.who_has:
-            ts.who_has.add(ws)
+            _add(ts, "who_has", ws, ws._singleton)
             ws.has_what[ts] = None
             ws.nbytes += max(ts.nbytes, 0)
 
     def _remove_replica(self, ts: TaskState, ws: WorkerState) -> None:
         if ws in ts.who_has:
-            ts.who_has.discard(ws)
+            _discard(ts, "who_has", ws)
             del ws.has_what[ts]
             ws.nbytes -= max(ts.nbytes, 0)
+
+    def _add_wanter(self, ts: TaskState, cs: ClientState) -> None:
+        _add(ts, "who_wants", cs, cs._singleton)
+        cs.wants_what.add(ts)
+
+    def _remove_wanter(self, ts: TaskState, cs: ClientState) -> None:
+        _discard(ts, "who_wants", cs)
+        cs.wants_what.discard(ts)
 
     def _processing_released(self, ts: TaskState) -> dict:
         ws = self._unassign(ts)
@@ -531,7 +606,7 @@ class SchedulerState:
     def _waiting_released(self, ts: TaskState) -> dict:
         self.unrunnable.discard(ts)
         ts.state = "released"
-        ts.waiting_on.clear()
+        ts.waiting_on = _EMPTY
         recs: dict = {}
         if ts.who_wants or ts.waiters:
             # Still needed: it goes back to waiting at once (a retry, a lost
@@ -540,7 +615,7 @@ class SchedulerState:
             recs[ts.key] = "waiting"
             return recs
         for dts in ts.dependencies:
-            dts.waiters.discard(ts)
+            _discard(dts, "waiters", ts)
             if not dts.waiters and not dts.who_wants and dts.state not in ("released", "erred"):
                 recs[dts.key] = "released"
         if not ts.dependents:
@@ -558,7 +633,7 @@ class SchedulerState:
             if dts.state in ("waiting", "queued", "no-worker"):
                 if dts.state != "waiting":
                     recs[dts.key] = "waiting"
-                dts.waiting_on.add(ts)
+                _add(dts, "waiting_on", ts)
             elif dts.state == "processing":
                 recs[dts.key] = "waiting"
         if ts.who_wants or ts.waiters:
@@ -575,11 +650,11 @@ class SchedulerState:
             return {}  # still part of some lineage
         recs: dict = {}
         for dts in ts.dependencies:
-            dts.dependents.discard(ts)
-            dts.waiters.discard(ts)
+            _discard(dts, "dependents", ts)
+            _discard(dts, "waiters", ts)
             if not dts.dependents and not dts.who_wants and not dts.waiters:
                 recs[dts.key] = "forgotten"
-        ts.dependencies.clear()
+        ts.dependencies = _EMPTY
         ts.state = "forgotten"
         ts.exception_blame = None
         del self.tasks[ts.key]
@@ -587,7 +662,7 @@ class SchedulerState:
 
     def _released_erred(self, ts: TaskState) -> dict:
         self.unrunnable.discard(ts)
-        ts.waiting_on.clear()
+        ts.waiting_on = _EMPTY
         blame = ts.exception_blame
         if blame is None:
             for dts in ts.dependencies:
@@ -603,7 +678,7 @@ class SchedulerState:
     def _report_error(self, ts: TaskState) -> dict:
         recs: dict = {}
         for dts in ts.dependencies:
-            dts.waiters.discard(ts)
+            _discard(dts, "waiters", ts)
             if not dts.waiters and not dts.who_wants and dts.state == "memory":
                 recs[dts.key] = "released"
         for dts in ts.dependents:
@@ -619,8 +694,7 @@ class SchedulerState:
         """A fire-and-forget key is held only until it finishes."""
         cs = self.clients.get(FIRE_AND_FORGET)
         if cs is not None and cs in ts.who_wants:
-            ts.who_wants.discard(cs)
-            cs.wants_what.discard(ts)
+            self._remove_wanter(ts, cs)
 
     def _erred_msg(self, ts: TaskState) -> dict:
         blame = ts.exception_blame or ts
@@ -631,7 +705,7 @@ class SchedulerState:
                           traceback=None, exception_text: str = "", traceback_text: str = "") -> dict:
         ws = self._unassign(ts)
         if ws is not None:
-            ts.erred_on.add(ws.address)
+            _add(ts, "erred_on", ws.address)
         if exception is not None:
             ts.exception = exception
             ts.traceback = traceback
@@ -650,7 +724,7 @@ class SchedulerState:
         ts.exception = ts.traceback = None
         ts.exception_text = ts.traceback_text = ""
         ts.exception_blame = None
-        ts.erred_on.clear()
+        ts.erred_on = _EMPTY
         ts.state = "released"
         recs: dict = {}
         for dts in ts.dependents:
@@ -801,14 +875,15 @@ class SchedulerState:
         recs: dict = {}
         new = []
         touched = []
+        graph_funcs: dict[bytes, bytes] = {}
         for key, spec in tasks.items():
             ts = self.tasks.get(key)
             if ts is None:
-                ts = TaskState(key, spec, key_split(key))
+                ts = TaskState(key, self._intern_func(spec, graph_funcs), sys.intern(key_split(key)))
                 self.tasks[key] = ts
                 new.append(ts)
             elif ts.run_spec is None and ts.state in ("released", "erred"):
-                ts.run_spec = spec
+                ts.run_spec = self._intern_func(spec, graph_funcs)
             touched.append(ts)
         # Dependencies: every named key must exist
         missing_deps: dict = {}
@@ -818,8 +893,8 @@ class SchedulerState:
                 if dts is None:
                     missing_deps.setdefault(ts.key, []).append(dkey)
                     continue
-                ts.dependencies.add(dts)
-                dts.dependents.add(ts)
+                _add(ts, "dependencies", dts)
+                _add(dts, "dependents", ts)
         for ts in touched:
             up = user_priority.get(ts.key, 0) if isinstance(user_priority, dict) else user_priority
             if ts.state in ("released",) or ts in new:
@@ -856,8 +931,7 @@ class SchedulerState:
             ts = self.tasks.get(key)
             if ts is None:
                 continue
-            ts.who_wants.add(cs)
-            cs.wants_what.add(ts)
+            self._add_wanter(ts, cs)
             if ts.state == "memory":
                 self.client_msgs[client].append({"op": "key-in-memory", "key": key, "type": ts.type,
                                                  "workers": [w.address for w in ts.who_has]})
@@ -876,6 +950,26 @@ class SchedulerState:
                               reverse=True))
         return self.transitions(ordered)
 
+    def _intern_func(self, spec, graph_funcs: dict[bytes, bytes]):
+        """``spec`` with its function payload (the pickled function's bytes,
+        ``spec["func"]``) replaced by one shared object per distinct value:
+        a decoded message carries a copy per task, yet most tasks share a few
+        functions.  Small payloads are remembered across graphs (a bounded
+        cache), large ones within this graph only.  Nothing is unpickled;
+        the spec dict, the scheduler's own decoded copy, is changed in place.
+        """
+        if type(spec) is dict:
+            func = spec.get("func")
+            if type(func) is bytes:
+                funcs = self._funcs if len(func) <= _FUNC_CACHE_MAX_BYTES else graph_funcs
+                shared = funcs.get(func)
+                if shared is None:
+                    if len(funcs) >= _FUNC_CACHE_ENTRIES:
+                        funcs.clear()
+                    funcs[func] = shared = func
+                spec["func"] = shared
+        return spec
+
     def _prio_of(self, key):
         ts = self.tasks.get(key)
         return ts.priority if ts is not None and ts.priority else (0,)
@@ -893,8 +987,7 @@ class SchedulerState:
             ts = self.tasks.get(key)
             if ts is None or ts not in cs.wants_what:
                 continue
-            cs.wants_what.discard(ts)
-            ts.who_wants.discard(cs)
+            self._remove_wanter(ts, cs)
             if not ts.who_wants and not ts.waiters:
                 if ts.state in ("released", "erred"):
                     if not ts.dependents:
@@ -970,7 +1063,7 @@ class SchedulerState:
         for key, workers in who_has.items():
             ts = self.tasks.get(key)
             if ts is None:
-                ts = TaskState(key, None, key_split(key))
+                ts = TaskState(key, None, sys.intern(key_split(key)))
                 self.tasks[key] = ts
             holders = [self.workers[w] for w in workers if w in self.workers]
             if ts.state in ("memory",):
@@ -986,12 +1079,11 @@ class SchedulerState:
                     self._add_replica(ts, ws)
                 for dts in ts.dependents:
                     if ts in dts.waiting_on:
-                        dts.waiting_on.discard(ts)
+                        _discard(dts, "waiting_on", ts)
                         if not dts.waiting_on and dts.state == "waiting":
                             recs[dts.key] = "processing"
             if cs is not None:
-                ts.who_wants.add(cs)
-                cs.wants_what.add(ts)
+                self._add_wanter(ts, cs)
             for c in ts.who_wants:
                 self.client_msgs[c.client_key].append(
                     {"op": "key-in-memory", "key": key, "type": ts.type,
@@ -1258,6 +1350,15 @@ class SchedulerState:
             assert ts.state == "no-worker", ts
 
     def _validate_task(self, ts: TaskState) -> None:
+        for field in _TASK_SET_FIELDS:  # see "Memory" in the module docstring
+            members = getattr(ts, field)
+            if type(members) is set:
+                assert members, ("empty set instead of _EMPTY", ts, field)
+            elif members:
+                assert field in ("who_has", "who_wants") and len(members) == 1, (ts, field, members)
+                assert members is next(iter(members))._singleton, ("unshared singleton", ts, field)
+            else:
+                assert members is _EMPTY, ("empty field is not _EMPTY", ts, field)
         for dts in ts.dependencies:
             assert ts in dts.dependents, ("dependents mismatch", ts, dts)
             assert dts.key in self.tasks, ("dependency forgotten", ts, dts)

@@ -652,6 +652,105 @@ def test_duplicate_worker_name_is_refused():
 
 
 # ----------------------------------------------------------------------
+# memory per task
+# ----------------------------------------------------------------------
+
+
+def _copy(b: bytes) -> bytes:
+    """Equal bytes in a new object, as msgpack decodes each occurrence."""
+    return bytes(bytearray(b))
+
+
+def test_empty_task_fields_share_one_object_and_still_read_as_sets():
+    s = new_state(A)
+    s.update_graph("c", tasks={"x": 1, "y": 2}, dependencies={"y": ["x"]}, keys=["y"])
+    x, y = s.tasks["x"], s.tasks["y"]
+    assert x.dependencies is y.dependents is x.waiting_on is y.waiters is x.erred_on
+    assert x.dependencies == set() and not x.dependencies and len(x.dependencies) == 0
+    assert list(x.who_has) == [] and A not in x.who_has
+    assert y.dependencies == {x} and x.dependents == {y} and y.waiting_on == {x}
+    finish(s, "x")
+    assert not y.waiting_on and y.waiting_on is x.dependencies, "emptied fields are shared again"
+    finish(s, "y")
+    assert y.who_has == {s.workers[A]} and len(y.who_has) == 1
+    assert y.who_wants == {s.clients["c"]}
+
+
+def test_single_holder_and_single_wanter_share_one_frozenset_per_worker_and_client():
+    s = new_state(A, B)
+    s.add_client("d")
+    s.update_graph("c", tasks={"x": 1, "y": 2}, dependencies={}, keys=["x", "y"],
+                   restrictions={"x": [A], "y": [A]})
+    finish(s, "x")
+    finish(s, "y")
+    x, y = s.tasks["x"], s.tasks["y"]
+    assert x.who_has is y.who_has == {s.workers[A]}
+    assert x.who_wants is y.who_wants == {s.clients["c"]}
+    # a second replica and a second client: x gets sets of its own
+    check(s, s.handle_add_keys(B, ["x"]))
+    check(s, s.client_desires_keys("d", ["x"]))
+    assert x.who_has == {s.workers[A], s.workers[B]} and y.who_has == {s.workers[A]}
+    assert x.who_wants == {s.clients["c"], s.clients["d"]} and y.who_wants == {s.clients["c"]}
+    check(s, s.handle_release_worker_data("x", A))
+    check(s, s.client_releases_keys("c", ["x"]))
+    assert x.who_has == {s.workers[B]} and x.who_wants == {s.clients["d"]}
+    assert s.who_has(["x", "y"]) == {"x": [B], "y": [A]}
+
+
+def test_validate_state_rejects_an_empty_set_left_in_a_task():
+    s = new_state(A)
+    s.update_graph("c", tasks={"x": 1}, dependencies={}, keys=["x"])
+    s.tasks["x"].waiters = set()
+    with pytest.raises(AssertionError, match="empty set"):
+        s.validate_state()
+
+
+def test_equal_function_payloads_are_stored_once():
+    s = new_state(A)
+    f = b"pickled function" * 3
+    specs = {f"t-{i}": {"func": _copy(f), "args": Serialize(i), "walk": True} for i in range(3)}
+    _, wmsgs = s.update_graph("c", tasks=specs, dependencies={}, keys=list(specs))
+    funcs = [s.tasks[k].run_spec["func"] for k in specs]
+    assert funcs[0] == f and all(func is funcs[0] for func in funcs)
+    assert all(m["run_spec"]["func"] is funcs[0] for m in ops(wmsgs, "compute-task"))
+    # a later graph shares the same object; other payloads are untouched
+    args = Serialize(1)
+    s.update_graph("c", tasks={"u": {"func": _copy(f), "args": args}, "v": {"node": b"n"}, "w": b"w"},
+                   dependencies={}, keys=[])
+    assert s.tasks["u"].run_spec == {"func": f, "args": args}
+    assert s.tasks["u"].run_spec["func"] is funcs[0]
+    assert s.tasks["v"].run_spec == {"node": b"n"} and s.tasks["w"].run_spec == b"w"
+    check(s)
+
+
+def test_large_function_payloads_are_shared_within_a_graph_only():
+    s = new_state(A)
+    big = b"x" * 100_000
+    s.update_graph("c", tasks={f"t-{i}": {"func": _copy(big)} for i in range(2)}, dependencies={}, keys=[])
+    s.update_graph("c", tasks={"u": {"func": _copy(big)}}, dependencies={}, keys=[])
+    t0, t1, u = (s.tasks[k].run_spec["func"] for k in ("t-0", "t-1", "u"))
+    assert t0 is t1 and t0 == u and u is not t0
+    assert not s._funcs, "large payloads are not kept beyond their graph"
+
+
+def test_task_type_names_are_stored_once():
+    s = new_state(A)
+    s.update_graph("c", tasks={"x": 1, "y": 2}, dependencies={}, keys=["x", "y"])
+    for key in ("x", "y"):
+        s.handle_task_finished(key, A, nbytes=1, type="".join(["numpy.", "ndarray"]))
+    assert s.tasks["x"].type == "numpy.ndarray" and s.tasks["x"].type is s.tasks["y"].type
+
+
+def test_transition_log_keeps_the_task_key_not_a_copy():
+    s = new_state(A)
+    s.update_graph("c", tasks={"inc-1": 1}, dependencies={}, keys=["inc-1"])
+    key = s.tasks["inc-1"].key
+    s.handle_task_finished("".join(["inc-", "1"]), A, nbytes=1)
+    assert s.story("inc-1")[-1] == ("inc-1", "processing", "memory")
+    assert all(entry[0] is key for entry in s.story("inc-1"))
+
+
+# ----------------------------------------------------------------------
 # random event sequences
 # ----------------------------------------------------------------------
 
