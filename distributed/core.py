@@ -295,6 +295,9 @@ class Server:
                         logger.exception("%s: stream handler %r failed", self.id, op)
                         if config.get("distributed.admin.pdb-on-err", False):
                             raise
+                # Let go of this batch now, not when the next one arrives: a
+                # large graph would otherwise stay in memory in between.
+                msgs = msg = None
         except (CommClosedError, ProtocolError) as e:
             logger.debug("%s: stream from %s ended: %s", self.id, comm.peer_address, e)
 

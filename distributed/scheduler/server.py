@@ -97,6 +97,7 @@ class Scheduler(Server):
         # Why workers went away, as they or their nannies told us, until the
         # removal that needs it (worker address -> reason).
         self._exit_reasons: dict[str, str] = {}
+        self._exit_culprits: dict[str, tuple] = {}  # worker -> keys it says ended it
         self._restarting: set[str] = set()  # workers whose nannies restart them
         self._closed_event: asyncio.Event | None = None
         self.start_time = time.time()
@@ -352,8 +353,9 @@ class Scheduler(Server):
     def _worker_status_change(self, worker=None, status: str = "", **kwargs) -> None:
         self.send_all(*self.state.handle_worker_status_change(worker, status))
 
-    def _worker_exiting(self, worker=None, reason: str = "", **kwargs) -> None:
+    def _worker_exiting(self, worker=None, reason: str = "", keys=(), **kwargs) -> None:
         self._exit_reasons[worker] = reason
+        self._exit_culprits[worker] = tuple(keys)
 
     async def _remove_worker(self, address: str, safe: bool = False, reason: str | None = None) -> None:
         stream = self._forget_worker(address, safe, reason)
@@ -373,6 +375,7 @@ class Scheduler(Server):
         """Remove a worker from the state at once; returns its stream."""
         stream = self.worker_streams.pop(address, None)
         self._exit_reasons.pop(address, None)
+        culprits = self._exit_culprits.pop(address, None)
         if address not in self.state.workers:
             return stream
         if safe:
@@ -380,7 +383,7 @@ class Scheduler(Server):
         else:
             logger.warning("Remove worker %s: %s", address, reason or "lost")
         self.rpc.remove(address)
-        self.send_all(*self.state.remove_worker(address, safe=safe, reason=reason))
+        self.send_all(*self.state.remove_worker(address, safe=safe, reason=reason, culprits=culprits))
         return stream
 
     def remove_worker(self, address: str, safe: bool = False, **kwargs):

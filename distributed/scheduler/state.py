@@ -1131,12 +1131,14 @@ class SchedulerState:
         self._fill_worker(ws, recs)
         return self.transitions(recs)
 
-    def remove_worker(self, address: str, safe: bool = False, reason: str | None = None) -> tuple[dict, dict]:
+    def remove_worker(self, address: str, safe: bool = False, reason: str | None = None,
+                      culprits: Iterable | None = None) -> tuple[dict, dict]:
         """A worker left.  Its tasks are rescheduled; keys it alone held are
         recomputed from their dependencies (or reported lost).  Unless
-        ``safe``, the tasks it was most likely running count a death and fail
-        with ``KilledWorker`` after ``allowed_failures`` deaths; ``reason``
-        (why the worker died, when known) goes into that error."""
+        ``safe``, the tasks it was running count a death and fail with
+        ``KilledWorker`` after ``allowed_failures`` deaths: the keys in
+        ``culprits`` when the worker said which task ended it, else the ones
+        it most likely ran.  ``reason`` (why it died) goes into that error."""
         ws = self.workers.pop(address, None)
         if ws is None:
             return {}, {}
@@ -1147,11 +1149,16 @@ class SchedulerState:
         recs: dict = {}
         processing = list(ws.processing)
         if not safe:
-            # Workers run in priority order: the highest-priority tasks are
-            # the ones that were executing when the worker died.
-            running = heapq.nsmallest(ws.nthreads + len(ws.long_running), processing,
-                                      key=lambda t: t.priority)
-            blamed = {*running, *ws.long_running}
+            known = [self.tasks[k] for k in culprits or () if k in self.tasks]
+            known = [ts for ts in known if ts.processing_on is ws]
+            if known:
+                blamed = set(known)
+            else:
+                # Workers run in priority order: the highest-priority tasks
+                # are the ones that were executing when the worker died.
+                running = heapq.nsmallest(ws.nthreads + len(ws.long_running), processing,
+                                          key=lambda t: t.priority)
+                blamed = {*running, *ws.long_running}
             for ts in blamed:
                 ts.suspicious += 1
             # Only a death if it does not come back: see add_worker.

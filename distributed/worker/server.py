@@ -591,7 +591,7 @@ class Worker(Server):
         self.exit_code = code if isinstance(code, int) and code else 1
         if self.batched_stream is not None and not self.batched_stream.closed():
             try:
-                self.batched_stream.send({"op": "worker-exiting", "reason": reason})
+                self.batched_stream.send({"op": "worker-exiting", "reason": reason, "keys": [key]})
             except CommClosedError:
                 pass
         self.spawn(self.close(report=False))
