@@ -4,52 +4,56 @@ N/2 (add, leaf_i, leaf_i+1), all N keys held.
 
     python benchmarks/profile_scheduler_memory.py 20000
 
-Prints bytes per task allocated under the scheduler, by source line.
-Everything runs in this process, so only allocations made by scheduler
-code (or by decoding messages for it) are counted.
+Everything runs in this process; an allocation counts for the scheduler
+when its traceback goes through ``distributed/scheduler/`` and not through
+``distributed/worker/`` (workers decode the same task payloads).  Prints
+bytes per task, then the largest source lines.
 """
-import asyncio, tracemalloc, gc, sys
-from distributed import Scheduler, Worker, Client, wait
-from distributed.utils_test import inc, add
+from __future__ import annotations
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
+import asyncio
+import gc
+import sys
+import tracemalloc
 
-async def main():
-    async with Scheduler(port=0) as s, Worker(s.address, nthreads=1) as a, Worker(s.address, nthreads=1) as b:
+from distributed import Client, Scheduler, Worker, wait
+from distributed.utils_test import add, inc
+
+
+def _owner(trace) -> str | None:
+    files = [frame.filename for frame in trace]
+    if any("/distributed/worker/" in f for f in files):
+        return None
+    if not any("/distributed/scheduler/" in f for f in files):
+        return None
+    inner = next((f for f in reversed(list(trace)) if "/distributed/" in f.filename), trace[0])
+    return f"{inner.filename.split('/distributed/')[-1]}:{inner.lineno}"
+
+
+async def main(n: int) -> None:
+    async with Scheduler(port=0) as s, Worker(s.address, nthreads=1), Worker(s.address, nthreads=1):
         async with Client(s.address, asynchronous=True) as c:
             await c.submit(inc, 1)
-            half = N // 2
-            dsk = {}
-            for i in range(half):
-                dsk[f"a-{i}"] = (inc, i)
-            for i in range(half):
-                dsk[f"b-{i}"] = (add, f"a-{i}", f"a-{(i + 1) % half}")
+            half = n // 2
+            dsk = {f"a-{i}": (inc, i) for i in range(half)}
+            dsk.update({f"b-{i}": (add, f"a-{i}", f"a-{(i + 1) % half}") for i in range(half)})
             gc.collect()
             tracemalloc.start(25)
-            snap0 = tracemalloc.take_snapshot()
-            futs = c.get(dsk, list(dsk), sync=False)
-            await wait(futs)
+            before = tracemalloc.take_snapshot()
+            futures = c.get(dsk, list(dsk), sync=False)
+            await wait(futures)
             gc.collect()
-            snap1 = tracemalloc.take_snapshot()
-            stats = snap1.compare_to(snap0, "traceback")
-            sched = 0; byfile = {}
-            for st in stats:
-                frames = [f.filename for f in st.traceback]
-                where = None
-                for f in st.traceback:
-                    if "/distributed/scheduler/" in f.filename or "/distributed/core.py" in f.filename and "scheduler" in str(st.traceback):
-                        where = f"{f.filename.split('/distributed/')[-1]}:{f.lineno}"
-                        break
-                if where is None:
-                    continue
-                sched += st.size_diff
-                # innermost distributed frame
-                inner = next((f for f in reversed(list(st.traceback)) if "/distributed/" in f.filename), st.traceback[0])
-                k = f"{inner.filename.split('/')[-1]}:{inner.lineno}"
-                byfile[k] = byfile.get(k, 0) + st.size_diff
-            print("scheduler bytes/task", sched / N)
-            for k, v in sorted(byfile.items(), key=lambda kv: -kv[1])[:25]:
-                print(f"{v/N:8.1f} {k}")
-            del futs
+            after = tracemalloc.take_snapshot()
+            by_line: dict[str, int] = {}
+            for stat in after.compare_to(before, "traceback"):
+                owner = _owner(stat.traceback)
+                if owner is not None:
+                    by_line[owner] = by_line.get(owner, 0) + stat.size_diff
+            print(f"scheduler: {sum(by_line.values()) / n:.0f} bytes per held task")
+            for line, size in sorted(by_line.items(), key=lambda kv: -kv[1])[:20]:
+                print(f"{size / n:8.1f}  {line}")
+            del futures
 
-asyncio.run(main())
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 20_000))
