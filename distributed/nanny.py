@@ -154,9 +154,10 @@ class WorkerProcess:
         loop = asyncio.get_running_loop()
         loop.add_reader(self.process.sentinel, self._on_sentinel)
         ready = loop.create_future()
+        fd = self._conn.fileno()
 
         def on_message():
-            loop.remove_reader(self._conn.fileno())
+            loop.remove_reader(fd)
             try:
                 msg = self._conn.recv()
             except (EOFError, OSError):
@@ -164,15 +165,15 @@ class WorkerProcess:
             if not ready.done():
                 ready.set_result(msg)
 
-        loop.add_reader(self._conn.fileno(), on_message)
+        loop.add_reader(fd, on_message)
         try:
             # The worker gives up on the scheduler after ``timeout``; wait a
             # little longer so that its own, more precise, error arrives.
             msg = await asyncio.wait_for(ready, timeout + 5)
         except asyncio.TimeoutError:
-            loop.remove_reader(self._conn.fileno())
             raise TimeoutError(f"the worker process did not start within {timeout} s") from None
         finally:
+            loop.remove_reader(fd)  # a no-op once the message came
             self._conn.close()
         if msg.get("status") != "OK":
             raise RuntimeError(f"the worker process could not start: {msg.get('message')}")
