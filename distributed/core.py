@@ -118,6 +118,24 @@ class Server:
         )
         return self.listener.address
 
+    # -- for subclasses that define ``start()`` and ``close()`` -----------
+
+    def __await__(self):
+        return self.start().__await__()
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def _start(self, port: int | None = None, **kwargs):
+        """The seed-era spelling of ``start``, with the port to listen on."""
+        if port is not None:
+            self._requested_port = port
+        return await self.start()
+
     def identity(self, comm=None) -> dict:
         return {"type": type(self).__name__, "id": self.id, "address": self.address}
 

@@ -324,21 +324,6 @@ class Nanny(Server):
     def __repr__(self) -> str:
         return f"<Nanny {self.address!r}, worker: {self.worker_address!r}, status: {self.status}>"
 
-    def __await__(self):
-        return self.start().__await__()
-
-    async def __aenter__(self):
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.close()
-
-    async def _start(self, port: int | None = None, **kwargs):
-        if port is not None:
-            self._requested_port = port
-        return await self.start()
-
     async def start(self) -> Nanny:
         """Listen, then start the worker process and wait for it to register."""
         if self.status == Status.running:

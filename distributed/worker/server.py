@@ -223,21 +223,6 @@ class Worker(Server):
     def tasks(self) -> dict:
         return self.state.tasks
 
-    def __await__(self):
-        return self.start().__await__()
-
-    async def __aenter__(self):
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.close()
-
-    async def _start(self, port: int | None = None, **kwargs):
-        if port is not None:
-            self._requested_port = port
-        return await self.start()
-
     async def start(self) -> Worker:
         """Listen, register with the scheduler, start heartbeats."""
         if self.status == Status.running:
