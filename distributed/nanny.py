@@ -32,9 +32,14 @@ from typing import Any
 import psutil
 
 from distributed import config
-from distributed.comm import normalize_address
 from distributed.core import Server, Status
-from distributed.worker.server import Worker, _choose_host, parse_memory_limit
+from distributed.worker.server import (
+    Worker,
+    _choose_host,
+    nthreads_from,
+    parse_memory_limit,
+    scheduler_address_from,
+)
 
 __all__ = ["Nanny", "WorkerProcess"]
 
@@ -259,20 +264,9 @@ class Nanny(Server):
         memory_terminate_fraction: float | None = None,
         **worker_kwargs,
     ):
-        if scheduler_file is not None and scheduler_ip is None:
-            import json
-
-            with open(scheduler_file) as f:
-                scheduler_ip = json.load(f)["address"]
-        if scheduler_ip is None:
-            raise ValueError("Nanny needs a scheduler address")
-        if scheduler_port is not None:
-            scheduler_ip = f"{scheduler_ip}:{scheduler_port}"
         config.refresh()
-        self.scheduler_address = normalize_address(scheduler_ip)
-        self.nthreads = int(nthreads or ncores or os.cpu_count() or 1)
-        if self.nthreads < 1:
-            raise ValueError(f"nthreads must be at least 1, not {self.nthreads}")
+        self.scheduler_address = scheduler_address_from(scheduler_ip, scheduler_port, scheduler_file, "Nanny")
+        self.nthreads = nthreads_from(nthreads, ncores)
         self.name = name
         self.memory_limit = parse_memory_limit(memory_limit, self.nthreads)
         fraction = memory_terminate_fraction

@@ -357,16 +357,25 @@ async def _start_worker(options: dict[str, Any], deadline: float) -> Worker:
     return worker
 
 
+async def _start_unless_signalled(coro, shutdown: ShutdownSignals) -> asyncio.Task | None:
+    """Run the start-up ``coro``; the finished task, or None if a signal
+    came first (the start-up is then cancelled)."""
+    starting = asyncio.ensure_future(coro)
+    await shutdown.wait(asyncio.shield(starting))
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        return None
+    return starting
+
+
 async def _serve_worker(
     options: dict[str, Any], shutdown: ShutdownSignals, parent_pid: int | None = None
 ) -> int:
     """Run one worker until a signal, its own close, or the parent's death."""
     deadline = time.monotonic() + options["death_timeout"]
-    starting = asyncio.ensure_future(_start_worker(options, deadline))
-    await shutdown.wait(asyncio.shield(starting))
-    if not starting.done():  # a signal arrived while still connecting
-        starting.cancel()
-        await asyncio.gather(starting, return_exceptions=True)
+    starting = await _start_unless_signalled(_start_worker(options, deadline), shutdown)
+    if starting is None:
         return 0
     try:
         worker = starting.result()
@@ -553,11 +562,8 @@ async def _run_nannies(
     all_options: list[dict[str, Any]], shutdown: ShutdownSignals, nannies: list[Nanny]
 ) -> int:
     """Start the nannies; then wait for a signal or for all of them to close."""
-    starting = asyncio.ensure_future(_start_nannies(all_options, nannies))
-    await shutdown.wait(asyncio.shield(starting))
-    if not starting.done():  # a signal arrived while still starting
-        starting.cancel()
-        await asyncio.gather(starting, return_exceptions=True)
+    starting = await _start_unless_signalled(_start_nannies(all_options, nannies), shutdown)
+    if starting is None:
         return 0
     try:
         errors = starting.result()

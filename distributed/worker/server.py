@@ -39,7 +39,7 @@ from distributed.threadpool import ThreadPool, set_task_hooks
 from distributed.utils import sizeof, thread_state
 from distributed.worker.state import Execute, GatherDep, WorkerState
 
-__all__ = ["Worker", "get_worker", "parse_memory_limit"]
+__all__ = ["Worker", "get_worker", "nthreads_from", "parse_memory_limit", "scheduler_address_from"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,39 @@ def parse_memory_limit(memory_limit, nthreads: int, total_cores: int | None = No
     if isinstance(memory_limit, float) and memory_limit <= 1:
         return int(total * memory_limit)
     return int(memory_limit)
+
+
+def scheduler_address_from(scheduler_ip, scheduler_port: int | None, scheduler_file: str | None,
+                           who: str) -> str:
+    """The scheduler address a Worker or Nanny was given, in any of the
+    accepted spellings (full address, host and port, scheduler file).
+
+    >>> scheduler_address_from("127.0.0.1", 8786, None, "Worker")
+    'tcp://127.0.0.1:8786'
+    """
+    if scheduler_file is not None and scheduler_ip is None:
+        import json
+
+        with open(scheduler_file) as f:
+            scheduler_ip = json.load(f)["address"]
+    if scheduler_ip is None:
+        raise ValueError(f"{who} needs a scheduler address")
+    if scheduler_port is not None:
+        scheduler_ip = f"{scheduler_ip}:{scheduler_port}"
+    return normalize_address(scheduler_ip)
+
+
+def nthreads_from(nthreads: int | None, ncores: int | None = None) -> int:
+    """Threads per worker: ``nthreads`` (or its old name ``ncores``), else
+    one per CPU.
+
+    >>> nthreads_from(None, 3)
+    3
+    """
+    n = int(nthreads or ncores or os.cpu_count() or 1)
+    if n < 1:
+        raise ValueError(f"nthreads must be at least 1, not {n}")
+    return n
 
 
 def _choose_host(scheduler_address: str) -> str:
@@ -123,20 +156,9 @@ class Worker(Server):
         memory_monitor_interval: float | str | None = None,
         **kwargs,
     ):
-        if scheduler_file is not None and scheduler_ip is None:
-            import json
-
-            with open(scheduler_file) as f:
-                scheduler_ip = json.load(f)["address"]
-        if scheduler_ip is None:
-            raise ValueError("Worker needs a scheduler address")
-        if scheduler_port is not None:
-            scheduler_ip = f"{scheduler_ip}:{scheduler_port}"
         config.refresh()
-        self.scheduler_address = normalize_address(scheduler_ip)
-        self.nthreads = int(nthreads or ncores or os.cpu_count() or 1)
-        if self.nthreads < 1:
-            raise ValueError(f"nthreads must be at least 1, not {self.nthreads}")
+        self.scheduler_address = scheduler_address_from(scheduler_ip, scheduler_port, scheduler_file, "Worker")
+        self.nthreads = nthreads_from(nthreads, ncores)
         self.name = name
         self.memory_limit = parse_memory_limit(memory_limit, self.nthreads)
         self.resources = dict(resources or {})
