@@ -40,7 +40,7 @@ from distributed.core import ConnectionPool, rpc
 from distributed.exceptions import CancelledError, FutureLost, clean_exception  # noqa: F401 (CancelledError: old imports)
 from distributed.futures import Future, FutureState, futures_of
 from distributed.protocol import Serialize, dumps_function, serialize
-from distributed.spec import TaskRef, convert_graph_value
+from distributed.spec import CALL, WALK, TaskRef, convert_graph_value, make_spec, spec_frames
 from distributed.structure import flatten_keys, graph_order, pack_like, replace_futures, substitute_results
 from distributed.utils import LoopRunner, funcname, in_thread_of, sync, thread_state, tokenize
 
@@ -644,9 +644,8 @@ class Client:
             args = replace_futures(args, deps, self)
         if kwargs:
             kwargs = replace_futures(kwargs, deps, self)
-        payload = serialize((args, kwargs))
-        token = tokenize(fbytes, *payload.frames)
-        return {"func": fbytes, "args": payload}, list(deps), token
+        spec = make_spec(CALL, fbytes, (args, kwargs))
+        return spec, list(deps), tokenize(*spec_frames(spec))
 
     def _graph_message(self, tasks, dependencies, keys, priority, user_priority, workers,
                        allow_other_workers, resources, retries) -> dict:
@@ -694,11 +693,11 @@ class Client:
             deps: dict = {}
             args = replace_futures(args, deps, self)
             kw = replace_futures(kwargs, deps, self) if kwargs else kwargs
-            payload = serialize((args, kw))
+            spec = make_spec(CALL, fbytes, (args, kw))
             if isinstance(key, (list, tuple)):
                 k = key[i]
             elif pure:
-                k = f"{prefix}-{tokenize(fbytes, *payload.frames)}"
+                k = f"{prefix}-{tokenize(*spec_frames(spec))}"
             else:
                 k = f"{prefix}-{uuid.uuid4().hex}"
             with self._ref_lock:
@@ -706,7 +705,7 @@ class Client:
                 futures.append(Future(k, self, inform=False))
             if known or k in tasks:
                 continue
-            tasks[k] = {"func": fbytes, "args": payload}
+            tasks[k] = spec
             dependencies[k] = list(deps)
             order[k] = i
         if tasks:
@@ -772,10 +771,9 @@ class Client:
                 spec_value = convert_graph_value(value, graph_keys, tasks_deps)
             tasks_deps.discard(k)
             if type(spec_value).__name__ == "NestedCall":
-                spec = {"func": dumps_function(spec_value.func),
-                        "args": serialize((spec_value.args, {})), "walk": True}
+                spec = make_spec(WALK, dumps_function(spec_value.func), (spec_value.args, {}))
             else:
-                spec = {"func": None, "args": serialize(((spec_value,), {})), "walk": True}
+                spec = make_spec(WALK, None, ((spec_value,), {}))
             tasks[k] = spec
             dependencies[k] = list(tasks_deps)
         order = graph_order(dependencies, flat_keys)

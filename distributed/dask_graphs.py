@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from distributed.protocol import serialize
+from distributed.spec import NODE, make_spec
 
 __all__ = [
     "is_dask_graph",
@@ -67,7 +67,7 @@ def node_specs(graph: dict, held: set) -> tuple[dict, dict]:
         if isinstance(node, Alias) and node.target == key:
             continue  # a future referring to itself: nothing to run
         deps.discard(key)
-        tasks[key] = {"node": serialize(node)}
+        tasks[key] = make_spec(NODE, None, node)
         dependencies[key] = list(deps)
     return tasks, dependencies
 

@@ -1,8 +1,19 @@
 """How a task travels: the run spec and references to other keys.
 
-A run spec is a dict ``{'func': bytes | None, 'args': (args, kwargs)}``:
-``func`` is the function pickled by ``dumps_function`` (shared across tasks
-that call the same function), ``None`` for a literal value.  Inside the
+A run spec is a tuple ``(how, func, payload)``, built by ``make_spec``:
+
+* ``how`` is ``CALL`` (call ``func(*args, **kwargs)``), ``WALK`` (the same
+  after replacing references inside the arguments) or ``NODE`` (``payload``
+  is a dask task-spec node, called with the values of its dependencies);
+* ``func`` is the function pickled by ``dumps_function``, the same bytes for
+  every task calling that function, or ``None`` (a literal: the value is the
+  first argument, or a ``NODE``);
+* ``payload`` is ``(args, kwargs)`` (or the node) pickled: a ``bytes``
+  object when that is one small pickle, which is nearly always, else a
+  ``Serialized`` whose frames travel outside the message.
+
+A tuple of plain bytes is the cheapest form to encode, decode and hold: the
+scheduler keeps every spec of a graph until its task is done.  Inside the
 arguments, ``TaskRef(key)`` stands for the value of another key and
 ``NestedCall(func, args)`` for a call evaluated on the worker (tasks nested
 inside tasks in dask graphs).  The client builds specs; the scheduler never
@@ -13,7 +24,59 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-__all__ = ["TaskRef", "NestedCall", "substitute", "convert_graph_value", "run_spec_call"]
+from distributed.protocol.message import INLINE_LIMIT
+from distributed.protocol.serialize import Serialized, loads_function, pickle_loads, serialize
+
+__all__ = ["TaskRef", "NestedCall", "CALL", "WALK", "NODE", "make_spec", "open_spec",
+           "spec_frames", "substitute", "convert_graph_value", "run_spec_call"]
+
+#: What a run spec's first element says to do with it (see above).
+CALL, WALK, NODE = 0, 1, 2
+
+
+def make_spec(how: int, func: bytes | None, obj: Any) -> tuple:
+    """A run spec for ``obj`` (``(args, kwargs)``, or a node for ``NODE``).
+
+    >>> from distributed.protocol import dumps_function
+    >>> open_spec(make_spec(CALL, dumps_function(len), (("abc",), {})))
+    (0, <built-in function len>, (('abc',), {}))
+    """
+    payload = serialize(obj)
+    frames = payload.frames
+    if payload.kind == "pickle" and len(frames) == 1 and len(frames[0]) < INLINE_LIMIT:
+        return (how, func, bytes(frames[0]))
+    return (how, func, payload)
+
+
+def open_spec(spec: Any) -> tuple:
+    """``(how, function, obj)`` of a run spec: the function unpickled (or
+    ``None``) and the payload's object.  Raises ``TypeError`` for anything
+    that is not a run spec."""
+    if type(spec) is not tuple or len(spec) != 3 or spec[0] not in (CALL, WALK, NODE):
+        raise TypeError(f"malformed task specification: {_describe(spec)}")
+    how, fbytes, payload = spec
+    func = loads_function(fbytes) if fbytes is not None else None
+    if type(payload) is bytes:
+        obj = pickle_loads(payload)
+    elif isinstance(payload, Serialized):
+        obj = payload.deserialize()
+    else:
+        raise TypeError(f"malformed task specification: payload of type {type(payload).__name__}")
+    return how, func, obj
+
+
+def spec_frames(spec: tuple) -> list:
+    """The bytes that identify a run spec (for naming its key by content)."""
+    _, fbytes, payload = spec
+    frames = [fbytes or b""]
+    frames.extend([payload] if type(payload) is bytes else payload.frames)
+    return frames
+
+
+def _describe(spec: Any) -> str:
+    if type(spec) is tuple:
+        return f"a tuple of {len(spec)} starting with {spec[:1]!r}"[:200]
+    return type(spec).__name__
 
 
 class TaskRef:

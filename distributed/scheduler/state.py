@@ -59,7 +59,7 @@ worker/client.  So a field holds
 Everyone may read these fields as sets (iterate, ``in``, ``len``, compare);
 only this file changes them, and only through ``_add`` and ``_discard`` (or
 by assigning ``_EMPTY``).  ``validate_state`` checks these rules.  Function
-payloads that many tasks share (``run_spec["func"]``) are interned in
+payloads that many tasks share (``run_spec[1]``) are interned in
 ``update_graph``.
 """
 from __future__ import annotations
@@ -952,14 +952,14 @@ class SchedulerState:
 
     def _intern_func(self, spec, graph_funcs: dict[bytes, bytes]):
         """``spec`` with its function payload (the pickled function's bytes,
-        ``spec["func"]``) replaced by one shared object per distinct value:
-        a decoded message carries a copy per task, yet most tasks share a few
-        functions.  Small payloads are remembered across graphs (a bounded
-        cache), large ones within this graph only.  Nothing is unpickled;
-        the spec dict, the scheduler's own decoded copy, is changed in place.
+        ``spec[1]`` of a run spec, see ``distributed.spec``) replaced by one
+        shared object per distinct value: a decoded message carries a copy
+        per task, yet most tasks share a few functions.  Small payloads are
+        remembered across graphs (a bounded cache), large ones within this
+        graph only.  Nothing is unpickled; anything else passes unchanged.
         """
-        if type(spec) is dict:
-            func = spec.get("func")
+        if type(spec) is tuple and len(spec) == 3:
+            func = spec[1]
             if type(func) is bytes:
                 funcs = self._funcs if len(func) <= _FUNC_CACHE_MAX_BYTES else graph_funcs
                 shared = funcs.get(func)
@@ -967,7 +967,8 @@ class SchedulerState:
                     if len(funcs) >= _FUNC_CACHE_ENTRIES:
                         funcs.clear()
                     funcs[func] = shared = func
-                spec["func"] = shared
+                elif shared is not func:
+                    return (spec[0], shared, spec[2])
         return spec
 
     def _prio_of(self, key):

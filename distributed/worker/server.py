@@ -32,8 +32,8 @@ from distributed.comm import CommClosedError, connect, get_address_host, normali
 from distributed.core import Server, Status
 from distributed.dask_graphs import run_node
 from distributed.exceptions import Reschedule, error_message
-from distributed.protocol import Serialize, Serialized, loads_function
-from distributed.spec import run_spec_call
+from distributed.protocol import Serialize
+from distributed.spec import NODE, WALK, open_spec, run_spec_call
 from distributed.spill import SpillBuffer
 from distributed.threadpool import ThreadPool, set_task_hooks
 from distributed.utils import sizeof, thread_state
@@ -523,25 +523,15 @@ class Worker(Server):
 
     def _execute(self, key) -> None:
         ts = self.state.tasks[key]
-        spec = ts.run_spec
         try:
-            if not isinstance(spec, dict):
-                raise TypeError(f"malformed task specification for {key!r}: {type(spec).__name__}")
+            how, func, obj = open_spec(ts.run_spec)
             deps = {dts.key: self.data[dts.key] for dts in ts.dependencies}
-            if "node" in spec:  # a dask task-spec node: node(dependency values)
-                node = spec["node"]
-                if isinstance(node, Serialized):
-                    node = node.deserialize()
-                func, args, kwargs, walk = run_node, (node, deps), {}, False
+            if how == NODE:  # a dask task-spec node: node(dependency values)
+                func, args, kwargs, walk = run_node, (obj, deps), {}, False
                 deps = {}
             else:
-                fbytes = spec.get("func")
-                func = loads_function(fbytes) if fbytes is not None else None
-                payload = spec.get("args", ((), {}))
-                if isinstance(payload, Serialized):
-                    payload = payload.deserialize()
-                args, kwargs = payload
-                walk = bool(spec.get("walk"))
+                args, kwargs = obj
+                walk = how == WALK
         except Exception as e:
             self._task_done(key, False, error_message(e), 0.0, 0.0)
             return
