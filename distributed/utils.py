@@ -34,7 +34,10 @@ thread_state = threading.local()
 _hex_pattern = re.compile("^[0-9a-fA-F]{8,}$")
 
 
-@functools.lru_cache(maxsize=100_000)
+# Small on purpose: names repeat across the keys of one collection (tuple
+# keys share their first element), while a cache entry per unique string key
+# would cost the scheduler about 90 bytes per task.
+@functools.lru_cache(maxsize=4096)
 def _key_split_str(s: str) -> str:
     words = s.split("-")
     if not words[0][:1].isalpha():

@@ -45,22 +45,24 @@ released, and forgotten once nothing depends on it at all.
 Memory
 ------
 A scheduler holds hundreds of thousands of tasks, so a task's bytes count.
-The set-valued fields of a task (``dependencies``, ``dependents``,
+The collection-valued fields of a task (``dependencies``, ``dependents``,
 ``waiting_on``, ``waiters``, ``who_has``, ``who_wants``, ``erred_on``) are
-empty most of the time, and ``who_has``/``who_wants`` mostly hold a single
-worker/client.  So a field holds
+empty most of the time, mostly small otherwise, and ``who_has``/
+``who_wants`` mostly hold a single worker/client.  So a field holds
 
 * ``_EMPTY``, one shared ``frozenset()``, while it is empty;
 * for ``who_has`` and ``who_wants``, the worker's or client's own
   ``frozenset({itself})`` (its ``_singleton``) while that is the only
   member, shared by every such task;
+* a tuple of distinct members while there are at most ``_SMALL`` of them
+  (a two-member tuple is 56 bytes, a two-member set 216);
 * otherwise a ``set`` of its own (never an empty one).
 
-Everyone may read these fields as sets (iterate, ``in``, ``len``, compare);
-only this file changes them, and only through ``_add`` and ``_discard`` (or
-by assigning ``_EMPTY``).  ``validate_state`` checks these rules.  Function
-payloads that many tasks share (``run_spec[1]``) are interned in
-``update_graph``.
+Everyone may read these fields as collections (iterate, ``in``, ``len``;
+``set(field)`` for set algebra); only this file changes them, and only
+through ``_add`` and ``_discard`` (or by assigning ``_EMPTY``).
+``validate_state`` checks these rules.  Function payloads that many tasks
+share (``run_spec[1]``) are interned in ``update_graph``.
 """
 from __future__ import annotations
 
@@ -69,8 +71,7 @@ import logging
 import math
 import sys
 from collections import defaultdict, deque
-from collections.abc import Iterable
-from collections.abc import Set as AbstractSet
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from distributed.exceptions import FutureLost, KilledWorker, error_message
@@ -99,37 +100,43 @@ _FUNC_CACHE_MAX_BYTES = 64 * 1024
 #: one shared immutable object instead of a 216-byte ``set()`` per task.
 _EMPTY: frozenset = frozenset()
 
-#: The set-valued fields of TaskState.
+#: The collection-valued fields of TaskState.
 _TASK_SET_FIELDS = ("dependencies", "dependents", "waiting_on", "waiters", "who_has",
                     "who_wants", "erred_on")
 
+#: Up to this many members, a field is a tuple rather than a set.
+_SMALL = 8
+
 
 def _add(obj, field: str, item, singleton: frozenset | None = None) -> None:
-    """Add ``item`` to the set-valued ``field`` of ``obj``.
+    """Add ``item`` to the collection-valued ``field`` of ``obj`` (see
+    "Memory" above).
 
     An empty field (``_EMPTY``) becomes ``singleton`` when given (the shared
-    ``frozenset({item})``), else a new ``{item}``; a shared singleton becomes
-    a set of its own when a second member arrives.
+    ``frozenset({item})``), else ``(item,)``; a tuple or singleton grows into
+    a longer tuple, and into a set of its own past ``_SMALL`` members.
     """
     members = getattr(obj, field)
     if type(members) is set:
         members.add(item)
     elif not members:
-        setattr(obj, field, {item} if singleton is None else singleton)
+        setattr(obj, field, (item,) if singleton is None else singleton)
     elif item not in members:
-        setattr(obj, field, {*members, item})
+        setattr(obj, field, (*members, item) if len(members) < _SMALL else {*members, item})
 
 
 def _discard(obj, field: str, item) -> None:
-    """Remove ``item`` from the set-valued ``field`` of ``obj`` if it is
-    there; the field goes back to ``_EMPTY`` when ``item`` was its last
+    """Remove ``item`` from the collection-valued ``field`` of ``obj`` if it
+    is there; the field goes back to ``_EMPTY`` when ``item`` was its last
     member."""
     members = getattr(obj, field)
     if item in members:
         if len(members) == 1:
             setattr(obj, field, _EMPTY)
+        elif type(members) is set:
+            members.remove(item)
         else:
-            members.remove(item)  # two or more members: always a set of its own
+            setattr(obj, field, tuple(m for m in members if m != item))
 
 
 class TaskState:
@@ -170,13 +177,13 @@ class TaskState:
         self.priority: tuple = ()
         self.prefix = prefix
         # Read-only outside this file; see "Memory" in the module docstring.
-        self.dependencies: AbstractSet[TaskState] = _EMPTY
-        self.dependents: AbstractSet[TaskState] = _EMPTY
-        self.waiting_on: AbstractSet[TaskState] = _EMPTY
-        self.waiters: AbstractSet[TaskState] = _EMPTY
-        self.who_has: AbstractSet[WorkerState] = _EMPTY
+        self.dependencies: Collection[TaskState] = _EMPTY
+        self.dependents: Collection[TaskState] = _EMPTY
+        self.waiting_on: Collection[TaskState] = _EMPTY
+        self.waiters: Collection[TaskState] = _EMPTY
+        self.who_has: Collection[WorkerState] = _EMPTY
         self.processing_on: WorkerState | None = None
-        self.who_wants: AbstractSet[ClientState] = _EMPTY
+        self.who_wants: Collection[ClientState] = _EMPTY
         self.nbytes = -1
         self.type: str | None = None
         self.exception = None
@@ -189,7 +196,7 @@ class TaskState:
         self.worker_restrictions: set | None = None
         self.loose_restrictions = False
         self.resource_restrictions: dict | None = None
-        self.erred_on: AbstractSet[str] = _EMPTY
+        self.erred_on: Collection[str] = _EMPTY
 
     # Hash by key, not by id(): sets of tasks then iterate in the same order
     # on every run, so the state machine is deterministic (a failure found
@@ -1362,6 +1369,9 @@ class SchedulerState:
             members = getattr(ts, field)
             if type(members) is set:
                 assert members, ("empty set instead of _EMPTY", ts, field)
+            elif type(members) is tuple:
+                assert 0 < len(members) <= _SMALL, ("tuple of the wrong size", ts, field, members)
+                assert len(set(members)) == len(members), ("repeated member", ts, field, members)
             elif members:
                 assert field in ("who_has", "who_wants") and len(members) == 1, (ts, field, members)
                 assert members is next(iter(members))._singleton, ("unshared singleton", ts, field)

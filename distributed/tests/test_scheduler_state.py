@@ -322,7 +322,7 @@ def test_intermediate_lost_with_its_worker_is_recomputed_for_waiting_dependent()
     cmsgs, wmsgs = check(s, s.remove_worker(A))
     assert not ops(cmsgs, "lost-data"), "the client never asked for x"
     assert computed(wmsgs) == {"x": B}
-    assert s.tasks["z"].waiting_on == {s.tasks["x"], s.tasks["w"]}
+    assert set(s.tasks["z"].waiting_on) == {s.tasks["x"], s.tasks["w"]}
     finish(s, "x")
     _, wmsgs = finish(s, "w")
     assert computed(wmsgs) == {"z": B}
@@ -350,7 +350,7 @@ def test_scattered_data_with_a_second_replica_survives():
     s.update_data({"d": [A, B]}, {"d": 10}, client="c")
     cmsgs, _ = check(s, s.remove_worker(A))
     assert not ops(cmsgs, "lost-data")
-    assert s.tasks["d"].who_has == {s.workers[B]}
+    assert set(s.tasks["d"].who_has) == {s.workers[B]}
 
 
 def test_killed_worker_after_allowed_failures_plus_one_deaths():
@@ -662,14 +662,14 @@ def _copy(b: bytes) -> bytes:
     return bytes(bytearray(b))
 
 
-def test_empty_task_fields_share_one_object_and_still_read_as_sets():
+def test_empty_task_fields_share_one_object_and_small_ones_are_tuples():
     s = new_state(A)
     s.update_graph("c", tasks={"x": 1, "y": 2}, dependencies={"y": ["x"]}, keys=["y"])
     x, y = s.tasks["x"], s.tasks["y"]
     assert x.dependencies is y.dependents is x.waiting_on is y.waiters is x.erred_on
-    assert x.dependencies == set() and not x.dependencies and len(x.dependencies) == 0
+    assert set(x.dependencies) == set() and not x.dependencies and len(x.dependencies) == 0
     assert list(x.who_has) == [] and A not in x.who_has
-    assert y.dependencies == {x} and x.dependents == {y} and y.waiting_on == {x}
+    assert y.dependencies == (x,) and x.dependents == (y,) and y.waiting_on == (x,)
     finish(s, "x")
     assert not y.waiting_on and y.waiting_on is x.dependencies, "emptied fields are shared again"
     finish(s, "y")
@@ -685,17 +685,37 @@ def test_single_holder_and_single_wanter_share_one_frozenset_per_worker_and_clie
     finish(s, "x")
     finish(s, "y")
     x, y = s.tasks["x"], s.tasks["y"]
-    assert x.who_has is y.who_has == {s.workers[A]}
-    assert x.who_wants is y.who_wants == {s.clients["c"]}
-    # a second replica and a second client: x gets sets of its own
+    assert x.who_has is y.who_has == frozenset({s.workers[A]})
+    assert x.who_wants is y.who_wants == frozenset({s.clients["c"]})
+    # a second replica and a second client: x gets tuples of its own
     check(s, s.handle_add_keys(B, ["x"]))
     check(s, s.client_desires_keys("d", ["x"]))
-    assert x.who_has == {s.workers[A], s.workers[B]} and y.who_has == {s.workers[A]}
-    assert x.who_wants == {s.clients["c"], s.clients["d"]} and y.who_wants == {s.clients["c"]}
+    assert x.who_has == (s.workers[A], s.workers[B]) and y.who_has == {s.workers[A]}
+    assert x.who_wants == (s.clients["c"], s.clients["d"]) and y.who_wants == {s.clients["c"]}
     check(s, s.handle_release_worker_data("x", A))
     check(s, s.client_releases_keys("c", ["x"]))
-    assert x.who_has == {s.workers[B]} and x.who_wants == {s.clients["d"]}
+    assert x.who_has == (s.workers[B],) and x.who_wants == (s.clients["d"],)
     assert s.who_has(["x", "y"]) == {"x": [B], "y": [A]}
+
+
+def test_a_field_is_a_tuple_up_to_small_members_then_a_set():
+    from distributed.scheduler.state import _SMALL
+    s = new_state(A)
+    n = _SMALL + 2
+    leaves = [f"x-{i}" for i in range(n)]
+    s.update_graph("c", tasks={**{k: 1 for k in leaves}, "y": 2},
+                   dependencies={"y": leaves[:_SMALL]}, keys=["y"])
+    y = s.tasks["y"]
+    assert type(y.dependencies) is tuple and len(y.dependencies) == _SMALL
+    s.update_graph("c", tasks={"z": 3}, dependencies={"z": leaves}, keys=["z"])
+    assert type(s.tasks["z"].dependencies) is set and len(s.tasks["z"].dependencies) == n
+    for k in leaves:
+        finish(s, k)
+        check(s)
+    assert y.waiting_on is s.tasks["z"].waiting_on is s.tasks["x-0"].dependencies, "all back to _EMPTY"
+    finish(s, "y")
+    finish(s, "z")
+    assert states(s, "y", "z") == {"y": "memory", "z": "memory"}
 
 
 def test_validate_state_rejects_an_empty_set_left_in_a_task():
@@ -703,6 +723,9 @@ def test_validate_state_rejects_an_empty_set_left_in_a_task():
     s.update_graph("c", tasks={"x": 1}, dependencies={}, keys=["x"])
     s.tasks["x"].waiters = set()
     with pytest.raises(AssertionError, match="empty set"):
+        s.validate_state()
+    s.tasks["x"].waiters = ()
+    with pytest.raises(AssertionError, match="wrong size"):
         s.validate_state()
 
 
