@@ -25,9 +25,9 @@ from collections import deque
 
 import psutil
 
-from distributed.protocol import decode_message, dumps_function, encode_message
+from distributed.protocol import decode_message, encode_message
 from distributed.scheduler.state import SchedulerState
-from distributed.spec import WALK, TaskRef, make_spec
+from distributed.spec import WALK, TaskRef, make_spec, pickled_function
 from distributed.utils_test import add, inc
 
 WORKERS = ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
@@ -38,7 +38,7 @@ def graph_message(n: int) -> list:
     """The encoded ``update-graph`` frames for the yardstick's graph, built
     as ``Client.get`` builds them for a raw graph."""
     half = n // 2
-    finc, fadd = dumps_function(inc), dumps_function(add)
+    finc, fadd = pickled_function(inc), pickled_function(add)
     prefix = "mem-0123456789abcdef"
     tasks: dict = {}
     deps: dict = {}

@@ -39,8 +39,16 @@ from distributed.comm import CommClosedError, connect, normalize_address
 from distributed.core import ConnectionPool, rpc
 from distributed.exceptions import CancelledError, FutureLost, clean_exception  # noqa: F401 (CancelledError: old imports)
 from distributed.futures import Future, FutureState, futures_of
-from distributed.protocol import Serialize, dumps_function, serialize
-from distributed.spec import CALL, WALK, TaskRef, convert_graph_value, make_spec, spec_frames
+from distributed.protocol import Serialize, serialize
+from distributed.spec import (
+    CALL,
+    WALK,
+    TaskRef,
+    convert_graph_value,
+    make_spec,
+    pickled_function,
+    spec_frames,
+)
 from distributed.structure import flatten_keys, graph_order, pack_like, replace_futures, substitute_results
 from distributed.utils import LoopRunner, funcname, in_thread_of, sync, thread_state, tokenize
 
@@ -638,7 +646,7 @@ class Client:
         return future
 
     def _make_spec(self, func, args, kwargs) -> tuple[dict, list, str]:
-        fbytes = dumps_function(func)
+        fbytes = pickled_function(func)
         deps: dict = {}
         if args:
             args = replace_futures(args, deps, self)
@@ -688,7 +696,7 @@ class Client:
         dependencies: dict = {}
         order: dict = {}
         futures: list[Future] = []
-        fbytes = dumps_function(func)
+        fbytes = pickled_function(func)
         for i, args in enumerate(zip(*iterables)):
             deps: dict = {}
             args = replace_futures(args, deps, self)
@@ -771,7 +779,7 @@ class Client:
                 spec_value = convert_graph_value(value, graph_keys, tasks_deps)
             tasks_deps.discard(k)
             if type(spec_value).__name__ == "NestedCall":
-                spec = make_spec(WALK, dumps_function(spec_value.func), (spec_value.args, {}))
+                spec = make_spec(WALK, pickled_function(spec_value.func), (spec_value.args, {}))
             else:
                 spec = make_spec(WALK, None, ((spec_value,), {}))
             tasks[k] = spec

@@ -5,9 +5,10 @@ A run spec is a tuple ``(how, func, payload)``, built by ``make_spec``:
 * ``how`` is ``CALL`` (call ``func(*args, **kwargs)``), ``WALK`` (the same
   after replacing references inside the arguments) or ``NODE`` (``payload``
   is a dask task-spec node, called with the values of its dependencies);
-* ``func`` is the function pickled by ``dumps_function``, the same bytes for
-  every task calling that function, or ``None`` (a literal: the value is the
-  first argument, or a ``NODE``);
+* ``func`` is the function pickled by ``dumps_function`` as ``SharedBytes``
+  (``pickled_function``), so that a message carries it once however many of
+  its tasks call it, or ``None`` (a literal: the value is the first
+  argument, or a ``NODE``);
 * ``payload`` is ``(args, kwargs)`` (or the node) pickled: a ``bytes``
   object when that is one small pickle, which is nearly always, else a
   ``Serialized`` whose frames travel outside the message.
@@ -24,21 +25,31 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-from distributed.protocol.message import INLINE_LIMIT
-from distributed.protocol.serialize import Serialized, loads_function, pickle_loads, serialize
+from distributed.protocol.message import INLINE_LIMIT, SharedBytes
+from distributed.protocol.serialize import (
+    Serialized,
+    dumps_function,
+    loads_function,
+    pickle_loads,
+    serialize,
+)
 
-__all__ = ["TaskRef", "NestedCall", "CALL", "WALK", "NODE", "make_spec", "open_spec",
+__all__ = ["TaskRef", "NestedCall", "CALL", "WALK", "NODE", "make_spec", "pickled_function", "open_spec",
            "spec_frames", "substitute", "convert_graph_value", "run_spec_call"]
 
 #: What a run spec's first element says to do with it (see above).
 CALL, WALK, NODE = 0, 1, 2
 
 
-def make_spec(how: int, func: bytes | None, obj: Any) -> tuple:
+def pickled_function(func: Callable) -> SharedBytes:
+    """``func`` pickled for a run spec (cached: see ``dumps_function``)."""
+    return SharedBytes(dumps_function(func))
+
+
+def make_spec(how: int, func: SharedBytes | None, obj: Any) -> tuple:
     """A run spec for ``obj`` (``(args, kwargs)``, or a node for ``NODE``).
 
-    >>> from distributed.protocol import dumps_function
-    >>> open_spec(make_spec(CALL, dumps_function(len), (("abc",), {})))
+    >>> open_spec(make_spec(CALL, pickled_function(len), (("abc",), {})))
     (0, <built-in function len>, (('abc',), {}))
     """
     payload = serialize(obj)
@@ -55,7 +66,12 @@ def open_spec(spec: Any) -> tuple:
     if type(spec) is not tuple or len(spec) != 3 or spec[0] not in (CALL, WALK, NODE):
         raise TypeError(f"malformed task specification: {_describe(spec)}")
     how, fbytes, payload = spec
-    func = loads_function(fbytes) if fbytes is not None else None
+    if fbytes is None:
+        func = None
+    elif type(fbytes) is SharedBytes:
+        func = loads_function(fbytes.data)
+    else:
+        raise TypeError(f"malformed task specification: function of type {type(fbytes).__name__}")
     if type(payload) is bytes:
         obj = pickle_loads(payload)
     elif isinstance(payload, Serialized):
@@ -68,7 +84,7 @@ def open_spec(spec: Any) -> tuple:
 def spec_frames(spec: tuple) -> list:
     """The bytes that identify a run spec (for naming its key by content)."""
     _, fbytes, payload = spec
-    frames = [fbytes or b""]
+    frames = [b"" if fbytes is None else fbytes.data]
     frames.extend([payload] if type(payload) is bytes else payload.frames)
     return frames
 

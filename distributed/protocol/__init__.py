@@ -8,7 +8,7 @@ from distributed.protocol.frames import (
     pack_frames_prelude,
     unpack_frames,
 )
-from distributed.protocol.message import decode_message, encode_message
+from distributed.protocol.message import SharedBytes, decode_message, encode_message
 from distributed.protocol.serialize import (
     Serialize,
     Serialized,
@@ -24,6 +24,7 @@ __all__ = [
     "ProtocolError",
     "Serialize",
     "Serialized",
+    "SharedBytes",
     "decode_message",
     "deserialize",
     "dumps_function",

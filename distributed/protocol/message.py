@@ -10,6 +10,13 @@ frame 0 and the extension records where they are.
 ``deserialize=False`` payloads come back as ``Serialized`` and can be
 forwarded untouched, which is what the scheduler does with task payloads.
 
+``SharedBytes`` marks bytes that many parts of one message share, such as
+the pickled function of every task in a graph: the first occurrence is
+encoded in full, later ones as a reference to it, and the decoded message
+shares one ``SharedBytes`` object among them.  A function pickled by value
+(defined in a script or notebook) is some 500 bytes; a 200,000-task graph
+would otherwise carry and decode it 200,000 times.
+
 Lists come back as tuples (``use_list=False``): it is faster and keeps task
 keys such as ``('x', 0)`` hashable.
 """
@@ -24,13 +31,46 @@ import msgpack
 from distributed.protocol.frames import ProtocolError
 from distributed.protocol.serialize import Serialize, Serialized, deserialize, serialize
 
-__all__ = ["encode_message", "decode_message", "INLINE_LIMIT"]
+__all__ = ["encode_message", "decode_message", "SharedBytes", "INLINE_LIMIT"]
 
 #: Pickles smaller than this travel inside frame 0.
 INLINE_LIMIT = 2**16
 
 _EXT_INLINE_PICKLE = 1
 _EXT_FRAMES = 2
+_EXT_SHARED = 3  # the first occurrence of a SharedBytes value
+_EXT_SHARED_REF = 4  # a later one: the index of its first occurrence
+
+
+class SharedBytes:
+    """Bytes that travel once per message however often they occur in it.
+
+    Two occurrences are the same when they hold the same ``bytes`` object
+    (not merely equal bytes), so wrapping one cached ``bytes`` per task is
+    enough.
+
+    >>> f = b"pickled function"
+    >>> msg = decode_message(encode_message([SharedBytes(f), SharedBytes(f)]))
+    >>> msg[0] is msg[1], msg[0].data
+    (True, b'pickled function')
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes):
+        if type(data) is not bytes:
+            raise TypeError(f"SharedBytes holds bytes, not {type(data).__name__}")
+        self.data = data
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, SharedBytes) and other.data == self.data
+
+    def __hash__(self) -> int:
+        return hash(self.data)
+
+    def __repr__(self) -> str:
+        return f"<SharedBytes: {len(self.data)} bytes>"
+
 _KINDS = ("pickle", "bytes", "bytearray", "memoryview")
 _KIND_CODES = {k: i for i, k in enumerate(_KINDS)}
 _PICKLE = _KIND_CODES["pickle"]
@@ -44,8 +84,15 @@ def encode_message(msg: Any) -> list:
     {'op': 'x', 'data': b'abc'}
     """
     frames: list = [b""]
+    shared: dict[int, int] = {}  # id(SharedBytes.data) -> its index in this message
 
     def default(obj):
+        if type(obj) is SharedBytes:
+            index = shared.get(id(obj.data))
+            if index is not None:
+                return msgpack.ExtType(_EXT_SHARED_REF, msgpack.packb(index))
+            shared[id(obj.data)] = len(shared)  # obj.data lives as long as msg
+            return msgpack.ExtType(_EXT_SHARED, obj.data)
         if isinstance(obj, Serialize):
             obj = serialize(obj.data)
         elif not isinstance(obj, Serialized):
@@ -78,7 +125,18 @@ def decode_message(frames: list, deserialize_payloads: bool = True) -> Any:
     if not frames:
         raise ProtocolError("malformed message: no frames")
 
+    shared: list[SharedBytes] = []
+
     def ext_hook(code, data):
+        if code == _EXT_SHARED:
+            s = SharedBytes(data)
+            shared.append(s)
+            return s
+        if code == _EXT_SHARED_REF:
+            index = msgpack.unpackb(data)
+            if type(index) is not int or not 0 <= index < len(shared):
+                raise ProtocolError("malformed message: bad shared-bytes reference")
+            return shared[index]
         if code == _EXT_INLINE_PICKLE:
             s = Serialized("pickle", [data])
         elif code == _EXT_FRAMES:

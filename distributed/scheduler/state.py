@@ -75,6 +75,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from distributed.exceptions import FutureLost, KilledWorker, error_message
+from distributed.protocol.message import SharedBytes
 from distributed.utils import key_split
 
 __all__ = ["SchedulerState", "TaskState", "WorkerState", "ClientState", "FIRE_AND_FORGET"]
@@ -342,7 +343,7 @@ class SchedulerState:
         self.unrunnable: set[TaskState] = set()
         self.idle: dict[str, WorkerState] = {}  # workers with free slots
         self.durations: dict[str, float] = {}  # task prefix -> mean seconds
-        self._funcs: dict[bytes, bytes] = {}  # see _intern_func
+        self._funcs: dict[bytes, SharedBytes] = {}  # see _intern_func
         self.transition_log: deque = deque(maxlen=transition_log_length)
         self.transition_counter = 0
         self.client_msgs: dict[str, list] = defaultdict(list)
@@ -882,7 +883,7 @@ class SchedulerState:
         recs: dict = {}
         new = []
         touched = []
-        graph_funcs: dict[bytes, bytes] = {}
+        graph_funcs: dict[bytes, SharedBytes] = {}
         for key, spec in tasks.items():
             ts = self.tasks.get(key)
             if ts is None:
@@ -957,23 +958,24 @@ class SchedulerState:
                               reverse=True))
         return self.transitions(ordered)
 
-    def _intern_func(self, spec, graph_funcs: dict[bytes, bytes]):
-        """``spec`` with its function payload (the pickled function's bytes,
-        ``spec[1]`` of a run spec, see ``distributed.spec``) replaced by one
-        shared object per distinct value: a decoded message carries a copy
-        per task, yet most tasks share a few functions.  Small payloads are
-        remembered across graphs (a bounded cache), large ones within this
-        graph only.  Nothing is unpickled; anything else passes unchanged.
+    def _intern_func(self, spec, graph_funcs: dict):
+        """``spec`` with its pickled function (``spec[1]``, a ``SharedBytes``,
+        see ``distributed.spec``) replaced by one shared object per distinct
+        value.  A decoded message already shares one object among its tasks;
+        this shares it across messages (one ``submit`` each).  Small payloads
+        are remembered across graphs (a bounded cache), large ones within
+        this graph only.  Nothing is unpickled; anything else passes
+        unchanged.
         """
         if type(spec) is tuple and len(spec) == 3:
             func = spec[1]
-            if type(func) is bytes:
-                funcs = self._funcs if len(func) <= _FUNC_CACHE_MAX_BYTES else graph_funcs
-                shared = funcs.get(func)
+            if type(func) is SharedBytes:
+                funcs = self._funcs if len(func.data) <= _FUNC_CACHE_MAX_BYTES else graph_funcs
+                shared = funcs.get(func.data)
                 if shared is None:
                     if len(funcs) >= _FUNC_CACHE_ENTRIES:
                         funcs.clear()
-                    funcs[func] = shared = func
+                    funcs[func.data] = shared = func
                 elif shared is not func:
                     return (spec[0], shared, spec[2])
         return spec

@@ -13,6 +13,7 @@ from distributed.protocol import (
     ProtocolError,
     Serialize,
     Serialized,
+    SharedBytes,
     decode_message,
     dumps_function,
     encode_message,
@@ -170,6 +171,28 @@ def test_payloads_can_stay_serialized_and_be_forwarded():
     assert (again["data"] == arr).all() and again["small"] == {"k": 1}
 
 
+def test_shared_bytes_travel_once_per_message_and_decode_as_one_object():
+    f = b"f" * 500
+    msg = [(i, SharedBytes(f)) for i in range(100)]
+    frames = encode_message(msg)
+    assert len(frames) == 1 and len(frames[0]) < 2000, "the 500 bytes are encoded once, not 100 times"
+    out = decode_message(frames)
+    assert all(item[1] is out[0][1] for item in out) and out[0][1].data == f
+    assert [i for i, _ in out] == list(range(100))
+    # forwarded (scheduler -> worker), it is still sent once
+    assert len(encode_message(out)[0]) == len(frames[0])
+
+
+def test_equal_but_distinct_shared_bytes_are_each_sent():
+    out = decode_message(encode_message([SharedBytes(b"ab"), SharedBytes(bytes(bytearray(b"ab")))]))
+    assert out[0] == out[1] and out[0] is not out[1]
+
+
+def test_shared_bytes_holds_only_bytes():
+    with pytest.raises(TypeError, match="bytearray"):
+        SharedBytes(bytearray(b"x"))
+
+
 def test_serialize_of_serialized_is_identity():
     s = serialize([1, 2])
     assert serialize(s) is s
@@ -249,6 +272,10 @@ def ext(code: int, data: bytes) -> bytes:
         pytest.param([ext(2, msgpack.packb(7)), b"x"], id="ext-header-not-a-tuple"),
         pytest.param([ext(2, b"\xc1")], id="ext-header-garbage"),
         pytest.param([ext(99, b"")], id="ext-unknown-code"),
+        pytest.param([ext(4, msgpack.packb(0))], id="shared-ref-before-any-shared"),
+        pytest.param([msgpack.packb([msgpack.ExtType(3, b"f"), msgpack.ExtType(4, msgpack.packb(1))])],
+                     id="shared-ref-out-of-range"),
+        pytest.param([ext(4, msgpack.packb("0"))], id="shared-ref-not-an-int"),
         pytest.param([ext(1, b"not a pickle")], id="inline-garbage-pickle"),
         pytest.param([ext(1, pickle.dumps([1, 2])[:-3])], id="inline-truncated-pickle"),
     ],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from distributed.exceptions import FutureLost, KilledWorker
-from distributed.protocol import Serialize
+from distributed.protocol import Serialize, SharedBytes
 from distributed.scheduler.state import SchedulerState
 from distributed.spec import CALL, NODE, WALK
 
@@ -732,17 +732,17 @@ def test_validate_state_rejects_an_empty_set_left_in_a_task():
 def test_equal_function_payloads_are_stored_once():
     s = new_state(A)
     f = b"pickled function" * 3
-    specs = {f"t-{i}": (WALK, _copy(f), b"args%d" % i) for i in range(3)}
+    specs = {f"t-{i}": (WALK, SharedBytes(_copy(f)), b"args%d" % i) for i in range(3)}
     _, wmsgs = s.update_graph("c", tasks=specs, dependencies={}, keys=list(specs))
     funcs = [s.tasks[k].run_spec[1] for k in specs]
-    assert funcs[0] == f and all(func is funcs[0] for func in funcs)
+    assert funcs[0].data == f and all(func is funcs[0] for func in funcs)
     assert all(m["run_spec"][1] is funcs[0] for m in ops(wmsgs, "compute-task"))
-    assert [s.tasks[k].run_spec for k in specs] == [(WALK, f, b"args%d" % i) for i in range(3)]
+    assert [s.tasks[k].run_spec for k in specs] == [(WALK, SharedBytes(f), b"args%d" % i) for i in range(3)]
     # a later graph shares the same object; other payloads are untouched
     args = Serialize(1)
-    s.update_graph("c", tasks={"u": (CALL, _copy(f), args), "v": (NODE, None, b"n"), "w": b"w"},
+    s.update_graph("c", tasks={"u": (CALL, SharedBytes(_copy(f)), args), "v": (NODE, None, b"n"), "w": b"w"},
                    dependencies={}, keys=[])
-    assert s.tasks["u"].run_spec == (CALL, f, args)
+    assert s.tasks["u"].run_spec == (CALL, SharedBytes(f), args)
     assert s.tasks["u"].run_spec[1] is funcs[0]
     assert s.tasks["v"].run_spec == (NODE, None, b"n") and s.tasks["w"].run_spec == b"w"
     check(s)
@@ -751,8 +751,9 @@ def test_equal_function_payloads_are_stored_once():
 def test_large_function_payloads_are_shared_within_a_graph_only():
     s = new_state(A)
     big = b"x" * 100_000
-    s.update_graph("c", tasks={f"t-{i}": (CALL, _copy(big), b"") for i in range(2)}, dependencies={}, keys=[])
-    s.update_graph("c", tasks={"u": (CALL, _copy(big), b"")}, dependencies={}, keys=[])
+    s.update_graph("c", tasks={f"t-{i}": (CALL, SharedBytes(_copy(big)), b"") for i in range(2)},
+                   dependencies={}, keys=[])
+    s.update_graph("c", tasks={"u": (CALL, SharedBytes(_copy(big)), b"")}, dependencies={}, keys=[])
     t0, t1, u = (s.tasks[k].run_spec[1] for k in ("t-0", "t-1", "u"))
     assert t0 is t1 and t0 == u and u is not t0
     assert not s._funcs, "large payloads are not kept beyond their graph"
