@@ -15,14 +15,13 @@ task is in memory (tracemalloc, a separate run).
 from __future__ import annotations
 
 import gc
-import pickle
 import sys
 import time
 import tracemalloc
 from collections import deque
 
-from distributed.protocol.serialize import Serialized
 from distributed.scheduler.state import SchedulerState
+from distributed.spec import WALK, TaskRef, make_spec, pickled_function
 from distributed.utils_test import add, inc
 
 WORKERS = ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
@@ -31,22 +30,20 @@ CLIENT = "client-1"
 
 def make_graph(n: int) -> tuple[dict, dict, dict]:
     """Tasks, dependencies and priorities as ``update_graph`` receives them
-    from a decoded ``update-graph`` message: every spec has its own copy of
-    the function's bytes, as msgpack decodes them."""
+    from a decoded ``update-graph`` message: every task of a function shares
+    its ``SharedBytes``, as a decoded message does."""
     half = n // 2
-    finc, fadd = pickle.dumps(inc), pickle.dumps(add)
+    finc, fadd = pickled_function(inc), pickled_function(add)
     tasks: dict = {}
     deps: dict = {}
     for i in range(half):
         key = f"a-{i}"
-        tasks[key] = {"func": bytes(bytearray(finc)),
-                      "args": Serialized("pickle", [pickle.dumps(((i,), {}))]), "walk": True}
+        tasks[key] = make_spec(WALK, finc, ((i,), {}))
         deps[key] = ()
     for i in range(half):
         key = f"b-{i}"
         a, b = f"a-{i}", f"a-{(i + 1) % half}"
-        tasks[key] = {"func": bytes(bytearray(fadd)),
-                      "args": Serialized("pickle", [pickle.dumps(((a, b), {}))]), "walk": True}
+        tasks[key] = make_spec(WALK, fadd, ((TaskRef(a), TaskRef(b)), {}))
         deps[key] = (a, b)
     priority = {key: i for i, key in enumerate(tasks)}
     return tasks, deps, priority

@@ -718,6 +718,19 @@ def test_a_field_is_a_tuple_up_to_small_members_then_a_set():
     assert states(s, "y", "z") == {"y": "memory", "z": "memory"}
 
 
+def test_rare_fields_cost_nothing_until_a_task_fails_or_is_restricted():
+    s = new_state(A, B)
+    s.update_graph("c", tasks={"x": 1, "y": 2, "z": 3}, dependencies={}, keys=["x", "y", "z"],
+                   restrictions={"z": [B]})
+    x, y, z = (s.tasks[k] for k in "xyz")
+    finish(s, "x")
+    fail(s, "y", ValueError("boom"))
+    assert x._rare is None and x.exception is None and x.retries == 0 and not x.has_restrictions
+    assert y._rare is not None and y.exception_blame is y and "boom" in y.exception_text
+    assert z.worker_restrictions == {B} and z.has_restrictions and z.processing_on is s.workers[B]
+    check(s)
+
+
 def test_validate_state_rejects_an_empty_set_left_in_a_task():
     s = new_state(A)
     s.update_graph("c", tasks={"x": 1}, dependencies={}, keys=["x"])
