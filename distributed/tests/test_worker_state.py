@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from distributed.worker.state import Execute, GatherDep, WorkerState
+from distributed.worker.state import PREFETCH_BELOW, PREFETCH_PER_THREAD, Execute, GatherDep, WorkerState
 
 try:
     import hypothesis
@@ -30,10 +30,12 @@ def step(ws: WorkerState, instructions: list) -> list:
     return instructions
 
 
-def compute(ws, key, priority=(0,), who_has=None, nbytes=None, resources=None) -> list:
+def compute(ws, key, priority=(0,), who_has=None, nbytes=None, resources=None,
+            duration=1.0) -> list:
+    """Most tests use long tasks: each waits for a free thread (no prefetch)."""
     return step(ws, ws.handle_compute_task(key, run_spec=f"spec-{key}", priority=priority,
                                            who_has=who_has, nbytes=nbytes,
-                                           resource_restrictions=resources))
+                                           resource_restrictions=resources, duration=duration))
 
 
 def done(ws, key, value=None) -> list:
@@ -175,6 +177,41 @@ def test_ready_tasks_run_by_priority_at_most_nthreads_at_a_time():
         running.extend(started)
     assert order == ["a", "b", "c", "d"]
     assert [m["key"] for m in sent(ws, "task-finished")] == ["block1", "block2", "a", "b", "c", "d"]
+
+
+def test_short_tasks_wait_in_the_pool_queue_by_priority_up_to_the_prefetch_limit():
+    ws = new_state(nthreads=2)
+    short = PREFETCH_BELOW / 2
+    limit = 2 * (1 + PREFETCH_PER_THREAD)
+    blockers = [f"block{i}" for i in range(limit)]
+    for key in blockers:
+        assert executes(compute(ws, key, duration=short)) == [key]
+    for key, prio in [("c", (3,)), ("a", (1,)), ("b", (2,)), ("d", (4,))]:
+        assert executes(compute(ws, key, priority=prio, duration=short)) == []
+    assert len(ws.executing) == limit
+    order = []
+    running = list(blockers)
+    while running:
+        key = running.pop(0)
+        started = executes(done(ws, key))
+        assert len(ws.executing) <= limit
+        order.extend(started)
+        running.extend(started)
+    assert order == ["a", "b", "c", "d"]
+
+
+def test_long_or_resource_bound_tasks_wait_for_a_free_thread_and_keep_their_turn():
+    ws = new_state(nthreads=1, resources={"GPU": 2})
+    short = PREFETCH_BELOW / 2
+    assert executes(compute(ws, "x", duration=short)) == ["x"]
+    assert executes(compute(ws, "long", duration=PREFETCH_BELOW)) == []
+    assert executes(compute(ws, "short", priority=(1,), duration=short)) == [], "no jumping the queue"
+    assert executes(done(ws, "x")) == ["long", "short"]  # long on the free thread, short queued
+    assert executes(compute(ws, "g", resources={"GPU": 1}, duration=short)) == []
+    assert ws.tasks["g"].state == "ready" and ws.available_resources == {"GPU": 2}
+    assert executes(done(ws, "long")) == []
+    assert executes(done(ws, "short")) == ["g"]
+    assert ws.available_resources == {"GPU": 1}
 
 
 def test_resources_limit_concurrency():
@@ -500,7 +537,7 @@ if hypothesis is not None:
         @invariant()
         def valid(self):
             self.ws.validate_state()
-            assert len(self.ws.executing) <= self.ws.nthreads + len(self.ws.long_running)
+            assert len(self.ws.executing) <= self.ws.nthreads * (1 + PREFETCH_PER_THREAD)
             assert self.ws.available_resources["R"] >= 0
 
         def teardown(self):

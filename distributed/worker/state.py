@@ -28,8 +28,16 @@ A task released by the scheduler while it is executing or in flight is
 dropped when it arrives, unless the scheduler asks for the key again first,
 in which case the task resumes its previous state.
 
-``ready`` tasks run in priority order (a heap), at most ``nthreads`` at a
-time, and only while their resource needs fit what is free.
+``ready`` tasks run in priority order (a heap), only while their resource
+needs fit what is free.  ``executing`` tasks are those handed to the thread
+pool: at most ``nthreads`` run at once.  Short tasks (expected under
+``PREFETCH_BELOW`` seconds) are also handed over while every thread is busy,
+up to ``PREFETCH_PER_THREAD * nthreads`` of them waiting in the pool's
+queue, so that a thread that finishes one starts the next at once instead of
+sleeping until the event loop hands it one: for tasks of microseconds that
+handoff is most of the cost.  Longer tasks, and tasks with resource
+restrictions, are handed over only to a free thread, so they keep their
+priority order and a paused worker does not start them.
 """
 from __future__ import annotations
 
@@ -39,6 +47,12 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 __all__ = ["WorkerState", "TaskState", "Execute", "GatherDep"]
+
+#: Short tasks waiting in the thread pool's queue, at most, per thread; and
+#: the expected duration (seconds, the scheduler's estimate) under which a
+#: task counts as short (see above).
+PREFETCH_PER_THREAD = 4
+PREFETCH_BELOW = 0.005
 
 #: Fetch requests are bundled up to about this many bytes per peer.
 TRANSFER_BYTES_TARGET = 50_000_000
@@ -521,10 +535,17 @@ class WorkerState:
             keep.extend(self.constrained)
             self.constrained = keep
         ready = self.ready
-        while ready and len(self.executing) < self.nthreads:
-            _, _, ts = heapq.heappop(ready)
+        nthreads = self.nthreads
+        most = nthreads * (1 + PREFETCH_PER_THREAD)
+        while ready and len(self.executing) < most:
+            ts = ready[0][2]
             if ts.state != "ready":
+                heapq.heappop(ready)
                 continue
+            if len(self.executing) >= nthreads and (ts.resource_restrictions
+                                                    or ts.duration >= PREFETCH_BELOW):
+                break  # it waits for a free thread, not in the pool's queue
+            heapq.heappop(ready)
             if not self._resources_fit(ts):
                 ts.state = "constrained"
                 self.constrained.append(ts)
@@ -607,7 +628,7 @@ class WorkerState:
                 assert ts.coming_from in self.in_flight_workers, ("flight without transfer", ts)
         for ts in self.executing:
             assert ts.state in ("executing", "cancelled"), ts
-        assert len([t for t in self.executing]) <= self.nthreads + len(self.long_running)
+        assert len(self.executing) <= self.nthreads * (1 + PREFETCH_PER_THREAD), "too many executing"
 
     def counts(self) -> dict:
         out: dict = defaultdict(int)
