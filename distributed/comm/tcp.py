@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import mmap
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: Messages up to this size are read in one piece and written as one buffer.
 _SMALL = 2**16
-#: Messages from this size on are received into anonymous memory maps.
-_LARGE = 2**22
 
 DEFAULT_MAX_MESSAGE_SIZE = 2**31
 
@@ -107,7 +104,7 @@ class Comm:
         if not buffers.SUPPORTED:
             as_bytes = [False] * len(lengths)
         shared = sum(n for n, whole in zip(lengths, as_bytes) if not whole)
-        buf = memoryview(_uninitialized_buffer(shared)) if shared else None
+        buf = buffers.new_buffer(shared) if shared else None
         frames = []
         offset = 0
         for length, whole in zip(lengths, as_bytes):
@@ -177,18 +174,6 @@ def _split(mv: memoryview, lengths: list[int]) -> list[memoryview]:
         frames.append(mv[offset : offset + length])
         offset += length
     return frames
-
-
-def _uninitialized_buffer(n: int):
-    """A writable buffer of ``n`` bytes that is not zero-filled first.
-
-    ``bytearray(n)`` writes every byte, which for a 100 MB message costs as
-    much as receiving it; an anonymous mmap gets its pages from the kernel
-    as the socket fills them.
-    """
-    if n < _LARGE:
-        return bytearray(n)
-    return memoryview(mmap.mmap(-1, n))
 
 
 def _as_bytes_view(frame):

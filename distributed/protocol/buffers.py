@@ -1,4 +1,18 @@
-"""Receiving into ``bytes`` without copying.
+"""Fresh memory to receive into: ``bytes`` without copying, and buffers
+that are quick to fill.
+
+Huge pages
+----------
+Filling newly allocated memory costs a page fault per 4 KiB page; for a
+100 MB message on a small VM that takes longer than reading the socket
+(about 1.4-2.2 GB/s, against 6.5 GB/s with 2 MiB pages).  So buffers of
+``HUGE_PAGE_MIN`` bytes or more are private anonymous memory marked
+``MADV_HUGEPAGE``, which Linux backs with transparent huge pages when they
+are enabled in "madvise" mode (a common default).  Elsewhere the advice is
+skipped and nothing else changes.
+
+Bytes
+-----
 
 A ``bytes`` value sent to another process must arrive as ``bytes`` (user
 code calls ``.decode()`` on it, compares types...).  Reading it into a
@@ -15,11 +29,58 @@ interpreters (``SUPPORTED`` is False) read into a buffer and copy.
 """
 from __future__ import annotations
 
+import mmap
 import sys
 
-__all__ = ["SUPPORTED", "new_bytes"]
+__all__ = ["SUPPORTED", "new_bytes", "new_buffer", "HUGE_PAGE_MIN"]
 
 SUPPORTED = sys.implementation.name == "cpython"
+
+#: Buffers at least this large get huge pages (see above).
+HUGE_PAGE_MIN = 4 << 20
+_HUGE_PAGE = 2 << 20
+_MADV_HUGEPAGE = getattr(mmap, "MADV_HUGEPAGE", None)
+_madvise = None  # libc's madvise, loaded on first use
+
+
+def new_buffer(n: int) -> memoryview:
+    """A writable buffer of ``n`` bytes, not zero-filled first.
+
+    ``bytearray(n)`` writes every byte, which for a 100 MB message costs as
+    much as receiving it; an anonymous mmap gets its pages from the kernel
+    as the socket fills them (huge pages where offered).
+
+    >>> len(new_buffer(10))
+    10
+    """
+    if n < HUGE_PAGE_MIN:
+        return memoryview(bytearray(n))
+    m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if _MADV_HUGEPAGE is not None:
+        try:
+            m.madvise(_MADV_HUGEPAGE)
+        except OSError:  # kernel without transparent huge pages
+            pass
+    return memoryview(m)
+
+
+def _advise_huge_pages(address: int, length: int) -> None:
+    """Ask for huge pages on the whole 2 MiB pages inside a malloc'd range
+    (private anonymous memory, like an mmap)."""
+    global _madvise
+    if _MADV_HUGEPAGE is None or not sys.platform.startswith("linux"):
+        return
+    if _madvise is None:
+        import ctypes
+
+        func = ctypes.CDLL(None, use_errno=True).madvise
+        func.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        func.restype = ctypes.c_int
+        _madvise = func
+    start = -(-address // _HUGE_PAGE) * _HUGE_PAGE
+    end = (address + length) // _HUGE_PAGE * _HUGE_PAGE
+    if end > start:
+        _madvise(start, end - start, _MADV_HUGEPAGE)  # advice only: failure is harmless
 
 _from_string_and_size = None
 #: Where the characters start inside a CPython bytes object.
@@ -36,7 +97,10 @@ def _cpython_bytes(n: int):
         func.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
         _from_string_and_size = func
     obj = _from_string_and_size(None, n)  # NULL: allocated, not initialised
-    view = memoryview((ctypes.c_char * n).from_address(id(obj) + _DATA_OFFSET)).cast("B")
+    address = id(obj) + _DATA_OFFSET
+    if n >= HUGE_PAGE_MIN:
+        _advise_huge_pages(address, n)
+    view = memoryview((ctypes.c_char * n).from_address(address)).cast("B")
     return obj, view
 
 

@@ -14,6 +14,7 @@ from distributed.protocol import (
     Serialize,
     Serialized,
     SharedBytes,
+    buffers,
     decode_message,
     dumps_function,
     encode_message,
@@ -288,3 +289,22 @@ def test_malformed_message_is_a_protocol_error(frames):
 def test_bad_frame_reference_is_caught_even_without_deserializing():
     with pytest.raises(ProtocolError, match="frame reference"):
         decode_message([ext(2, msgpack.packb((0, 5, 1)))], False)
+
+
+@pytest.mark.parametrize("n", [0, 10, buffers.HUGE_PAGE_MIN + 12345])
+def test_new_bytes_is_filled_through_its_view(n):
+    if not buffers.SUPPORTED:
+        pytest.skip("new_bytes needs CPython")
+    obj, view = buffers.new_bytes(n)
+    pattern = bytes(range(256)) * (n // 256 + 1)
+    view[:] = pattern[:n]
+    del view
+    assert type(obj) is bytes and obj == pattern[:n]
+
+
+@pytest.mark.parametrize("n", [10, buffers.HUGE_PAGE_MIN + 12345])
+def test_new_buffer_is_a_writable_buffer_of_the_size_asked(n):
+    buf = buffers.new_buffer(n)
+    assert len(buf) == n and not buf.readonly
+    buf[-3:] = b"end"
+    assert bytes(buf[-3:]) == b"end"
