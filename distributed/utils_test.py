@@ -248,7 +248,9 @@ def captured_logger(logger_name: str | logging.Logger, level: int = logging.INFO
 # Leak checks
 # ----------------------------------------------------------------------
 
-_ALLOWED_THREAD_PREFIXES = ("Dask-Callback-Thread", "pydevd", "ThreadPoolExecutor-", "asyncio_")
+# distributed-hash: tokenize's pool, made once per process and kept.
+_ALLOWED_THREAD_PREFIXES = ("Dask-Callback-Thread", "pydevd", "ThreadPoolExecutor-", "asyncio_",
+                            "distributed-hash")
 
 
 def _children() -> set[int]:
