@@ -62,6 +62,8 @@ def new_buffer(n: int) -> memoryview:
     """
     if n < HUGE_PAGE_MIN:
         return memoryview(bytearray(n))
+    if not hasattr(mmap, "MAP_PRIVATE"):  # Windows: no flags, no huge pages
+        return memoryview(mmap.mmap(-1, n))
     m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if _MADV_HUGEPAGE is not None:
         try:
