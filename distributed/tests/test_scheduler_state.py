@@ -789,6 +789,20 @@ def test_transition_log_keeps_the_task_key_not_a_copy():
     assert all(entry[0] is key for entry in s.story("inc-1"))
 
 
+def test_transition_log_keeps_the_last_transitions_only():
+    s = new_state(A, transition_log_length=4)
+    s.update_graph("c", tasks={"x": 1, "y": 2}, dependencies={}, keys=["x", "y"])
+    finish(s, "x")
+    finish(s, "y")
+    log = list(s.transition_log)
+    assert len(log) == len(s.transition_log) == 4
+    assert log[-1] == ("y", "processing", "memory") and all(len(t) == 3 for t in log)
+    assert s.story("x") == [t for t in log if t[0] == "x"]
+    off = new_state(A, transition_log_length=0)
+    off.update_graph("c", tasks={"x": 1}, dependencies={}, keys=["x"])
+    assert list(off.transition_log) == [] and off.story("x") == []
+
+
 # ----------------------------------------------------------------------
 # random event sequences
 # ----------------------------------------------------------------------
