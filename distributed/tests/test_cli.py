@@ -233,6 +233,18 @@ def wait_until_gone(pids: set[int], timeout: float = EXIT_TIMEOUT) -> None:
     )
 
 
+def stop_scheduler_once_workers_left(scheduler, address: str) -> None:
+    """Wait until no worker is registered, then SIGINT the scheduler, which
+    must exit cleanly."""
+    wait_until(
+        lambda: not scheduler_identity(address)["workers"],
+        EXIT_TIMEOUT,
+        "the workers to unregister",
+    )
+    scheduler.interrupt()
+    assert scheduler.wait() == 0
+
+
 # ------------------------------------------------------------------ tests
 
 
@@ -414,13 +426,7 @@ def test_nprocs_registers_two_workers() -> None:
         worker.interrupt()
         assert worker.wait() == 0, worker.stderr
         assert not any(psutil.pid_exists(pid) for pid in child_pids)
-        wait_until(
-            lambda: not scheduler_identity(address)["workers"],
-            EXIT_TIMEOUT,
-            "the workers to unregister",
-        )
-        scheduler.interrupt()
-        assert scheduler.wait() == 0
+        stop_scheduler_once_workers_left(scheduler, address)
 
 
 def test_nprocs_children_fail_together() -> None:
@@ -588,13 +594,7 @@ def test_nprocs_with_nannies() -> None:
         worker.interrupt()
         assert worker.wait() == 0, worker.stderr
         wait_until_gone(pids)
-        wait_until(
-            lambda: not scheduler_identity(address)["workers"],
-            EXIT_TIMEOUT,
-            "the workers to unregister",
-        )
-        scheduler.interrupt()
-        assert scheduler.wait() == 0
+        stop_scheduler_once_workers_left(scheduler, address)
 
 
 def test_sigterm_stops_nanny_and_worker() -> None:
