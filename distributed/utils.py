@@ -114,12 +114,13 @@ def tokenize(*parts: bytes | bytearray | memoryview | str) -> str:
     >>> tokenize(b"abc") == tokenize(b"abc")
     True
     """
-    views = [memoryview(p.encode() if isinstance(p, str) else p).cast("B") for p in parts]
-    if sum(len(v) for v in views) < _PARALLEL_HASH_MIN:
-        h = hashlib.sha1()
-        for view in views:
-            h.update(view)
+    parts = tuple(p.encode() if isinstance(p, str) else p for p in parts)
+    if sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in parts) < _PARALLEL_HASH_MIN:
+        h = hashlib.sha1()  # the common case, once per task in map/submit: no views
+        for part in parts:
+            h.update(part)
         return h.hexdigest()
+    views = [memoryview(p).cast("B") for p in parts]
     chunks = [v[i : i + _HASH_CHUNK] for v in views for i in range(0, len(v), _HASH_CHUNK)]
     digests = _parallel_hash_pool().map(lambda chunk: hashlib.sha1(chunk).digest(), chunks)
     h = hashlib.sha1(b"sha1 of 8 MiB chunks of parts of %r bytes:" % [len(v) for v in views])
