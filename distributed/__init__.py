@@ -67,7 +67,7 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-__version__ = "0.1.0"
+from distributed._version import __version__  # noqa: E402
 
 __all__ = [
     "CancelledError",

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import distributed
+from distributed._version import __version__
 from distributed import config
 
 __all__ = [
@@ -201,4 +201,4 @@ def duration_arg(text: str) -> float:
 
 def version_string(prog: str) -> str:
     """What ``--version`` prints, in upstream's form."""
-    return f"{prog}, version {distributed.__version__}"
+    return f"{prog}, version {__version__}"

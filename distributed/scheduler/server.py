@@ -22,7 +22,9 @@ from distributed.comm import CommClosedError, normalize_address
 from distributed.core import NO_REPLY, Server, Status
 from distributed.exceptions import error_message
 from distributed.protocol import Serialized
+from distributed.remote_call import run_user_function
 from distributed.scheduler.state import SchedulerState
+from distributed.versions import local_versions
 
 __all__ = ["Scheduler"]
 
@@ -622,12 +624,10 @@ class Scheduler(Server):
 
     async def run_function(self, comm=None, function=None, args=(), kwargs=None, wait=True, **kw) -> dict:
         """``client.run_on_scheduler``: run ``function`` here."""
-        from distributed.worker.server import _run_function
-
         function = function.deserialize() if isinstance(function, Serialized) else function
         args = args.deserialize() if isinstance(args, Serialized) else args
         kwargs = kwargs.deserialize() if isinstance(kwargs, Serialized) else (kwargs or {})
-        return await _run_function(self, "dask_scheduler", function, args, kwargs, wait)
+        return await run_user_function(self, "dask_scheduler", function, args, kwargs, wait)
 
     async def replicate(self, comm=None, keys=(), n=None, workers=None, **kwargs) -> str:
         """Copy ``keys`` to ``n`` workers (all of ``workers`` by default)."""
@@ -835,9 +835,7 @@ class Scheduler(Server):
         return "OK"
 
     def versions(self, comm=None, **kw) -> dict:
-        from distributed.worker.server import _versions
-
-        return _versions()
+        return local_versions()
 
     # -- convenience for in-process tests ---------------------------------
 

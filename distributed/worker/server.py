@@ -33,10 +33,12 @@ from distributed.core import Server, Status
 from distributed.dask_graphs import run_node
 from distributed.exceptions import Reschedule, error_message
 from distributed.protocol import Serialize
+from distributed.remote_call import run_user_function
 from distributed.spec import NODE, WALK, open_spec, run_spec_call
 from distributed.spill import SpillBuffer
 from distributed.threadpool import ThreadPool, set_task_hooks
 from distributed.utils import sizeof, thread_state
+from distributed.versions import local_versions
 from distributed.worker.state import Execute, GatherDep, WorkerState
 
 __all__ = ["Worker", "get_worker", "nthreads_from", "parse_memory_limit", "scheduler_address_from"]
@@ -685,16 +687,16 @@ class Worker(Server):
         return {"status": "OK" if not missing else "partial-fail", "keys": missing}
 
     async def run(self, comm=None, function=None, args=(), kwargs=None, wait: bool = True) -> dict:
-        return await _run_function(self, "dask_worker", function, args, kwargs or {}, wait)
+        return await run_user_function(self, "dask_worker", function, args, kwargs or {}, wait)
 
     async def run_coroutine(self, comm=None, function=None, args=(), kwargs=None, wait: bool = True) -> dict:
-        return await _run_function(self, "dask_worker", function, args, kwargs or {}, wait)
+        return await run_user_function(self, "dask_worker", function, args, kwargs or {}, wait)
 
     def upload_file(self, comm=None, filename: str = "", data: bytes = b"", load: bool = True) -> dict:
         return _save_and_import(self.local_directory, filename, data, load)
 
     def versions(self, comm=None, **kwargs) -> dict:
-        return _versions()
+        return local_versions()
 
 
 #: The worker running the current ``async def`` task (they run on the loop).
@@ -747,39 +749,6 @@ def _task_error_fields(msg: dict) -> dict:
     }
 
 
-async def _run_function(server, param: str, function, args, kwargs, wait: bool) -> dict:
-    """Run ``function`` in this server's process for ``client.run``."""
-    from distributed.protocol.serialize import pickle_loads
-
-    try:
-        if isinstance(function, (bytes, bytearray, memoryview)):
-            function = pickle_loads(function)
-        if isinstance(args, (bytes, bytearray, memoryview)):
-            args = pickle_loads(args)
-        if isinstance(kwargs, (bytes, bytearray, memoryview)):
-            kwargs = pickle_loads(kwargs)
-        kwargs = dict(kwargs)
-        if _has_parameter(function, param):
-            kwargs[param] = server
-        result = function(*args, **kwargs)
-        if inspect.isawaitable(result):
-            if wait:
-                result = await result
-            else:
-                server.spawn(result)
-                result = None
-        return {"status": "OK", "result": Serialize(result)}
-    except Exception as e:
-        return error_message(e)
-
-
-def _has_parameter(func, name: str) -> bool:
-    try:
-        return name in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _save_and_import(directory: str, filename: str, data: bytes, load: bool) -> dict:
     import importlib
 
@@ -803,24 +772,6 @@ def _save_and_import(directory: str, filename: str, data: bytes, load: bool) -> 
         except Exception as e:
             return error_message(e)
     return {"status": "OK", "nbytes": len(data)}
-
-
-def _versions() -> dict:
-    import platform
-
-    import cloudpickle
-    import msgpack
-    import tornado
-
-    import distributed
-
-    return {
-        "python": platform.python_version(),
-        "distributed": distributed.__version__,
-        "tornado": tornado.version,
-        "msgpack": ".".join(map(str, msgpack.version)),
-        "cloudpickle": cloudpickle.__version__,
-    }
 
 
 def get_worker() -> Worker:
