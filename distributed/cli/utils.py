@@ -17,8 +17,8 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from distributed._version import __version__
 from distributed import config
+from distributed._version import __version__
 
 __all__ = [
     "ShutdownSignals",
