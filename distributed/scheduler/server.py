@@ -23,6 +23,7 @@ from distributed.core import NO_REPLY, Server, Status
 from distributed.exceptions import error_message
 from distributed.protocol import Serialized
 from distributed.remote_call import run_user_function
+from distributed.scheduler.extensions import close_extensions, load_extensions, notify_extensions
 from distributed.scheduler.state import SchedulerState
 from distributed.versions import local_versions
 
@@ -77,6 +78,7 @@ class Scheduler(Server):
         dashboard_address: str | None = None,
         dashboard: bool = False,
         interface: str | None = None,
+        extensions: dict | None = None,
         **kwargs,
     ):
         config.refresh()
@@ -161,6 +163,8 @@ class Scheduler(Server):
         }
         super().__init__(handlers, stream_handlers, deserialize=False)
         self.rpc.limit = 512  # the scheduler talks to every worker
+        # Named add-ons (locks, ...) through the registry: they add their own handlers.
+        self.extensions = load_extensions(self, extensions)
 
     # ------------------------------------------------------------------
     # Attributes users and tests look at
@@ -257,6 +261,7 @@ class Scheduler(Server):
                 pass
         streams = [*self.worker_streams.values(), *self.client_streams.values()]
         await asyncio.gather(*(s.close(timeout=1) for s in streams), return_exceptions=True)
+        await close_extensions(self.extensions)
         await self.close_server()
         if self.scheduler_file and os.path.exists(self.scheduler_file):
             try:
@@ -468,6 +473,7 @@ class Scheduler(Server):
             if self.client_streams.get(client) is stream:
                 del self.client_streams[client]
                 self.send_all(*self.state.remove_client(client))
+                notify_extensions(self.extensions, "remove_client", client)
                 logger.info("Remove client %s", client)
             stream.abort()
         return NO_REPLY
@@ -517,6 +523,7 @@ class Scheduler(Server):
     def _close_client(self, client=None, **kwargs):
         stream = self.client_streams.pop(client, None)
         self.send_all(*self.state.remove_client(client))
+        notify_extensions(self.extensions, "remove_client", client)
         if stream is not None:
             self.spawn(stream.close())
 
