@@ -13,12 +13,22 @@ the worker in a fresh ('spawn') child, and:
   ``KilledWorker`` (``worker_exit_status``);
 - restarts it on request (``client.restart()`` goes through here).
 
+The worker process is daemonic unless config ``distributed.worker.daemon``
+is false: a daemonic process may not start processes of its own (Python
+says "daemonic processes are not allowed to have children"), so tasks that
+use ``multiprocessing`` need it false.  Such workers are still stopped when
+the Nanny closes, and at interpreter exit if it was never closed.
+
+Old code starts a nanny with where to listen: ``nanny.start(port)``,
+``yield nanny._start(port)``; ``await nanny`` and ``async with`` work too.
+
 The worker registers with the scheduler itself, naming its Nanny; the
 scheduler talks to the Nanny only to restart workers and ask why one died.
 """
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import multiprocessing
 import os
@@ -26,12 +36,15 @@ import shutil
 import signal
 import sys
 import tempfile
+import weakref
 from collections import OrderedDict
 from typing import Any
 
 import psutil
+from tornado.ioloop import IOLoop
 
 from distributed import config
+from distributed.comm import get_address_host_port, normalize_address
 from distributed.core import Server, Status
 from distributed.worker.server import (
     Worker,
@@ -72,6 +85,7 @@ def _worker_process_main(conn, scheduler_address: str, kwargs: dict, silence_log
     (or why it could not start), exit with the worker's exit code."""
     os.environ.update({k: str(v) for k, v in environ.items()})
     _setup_child_logging(silence_logs)
+    os.register_at_fork(after_in_child=_forget_signal_handlers)
     parent = os.getppid()
 
     def tell_nanny(msg: dict) -> None:
@@ -117,6 +131,19 @@ def _worker_process_main(conn, scheduler_address: str, kwargs: dict, silence_log
     sys.exit(code)
 
 
+def _forget_signal_handlers() -> None:
+    """In a process forked by a task (``multiprocessing.Pool`` with 'fork'):
+    back to Python's signal handling.  The child inherits the loop's wakeup
+    socket, so a signal sent to it (``Pool.terminate`` sends SIGTERM) would
+    reach the worker's loop, and the worker would close."""
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    except (ValueError, OSError):  # not the main thread: nothing was set here
+        pass
+
+
 def _setup_child_logging(level) -> None:
     """The worker's log lines go to stderr like the parent's (a spawned
     process starts with no logging set up)."""
@@ -133,12 +160,13 @@ class WorkerProcess:
     """One worker child process as its Nanny sees it: ``.pid``,
     ``.worker_address`` once it started, ``.exitcode`` once it ended."""
 
-    def __init__(self, scheduler_address: str, kwargs: dict, silence_logs, environ: dict):
+    def __init__(self, scheduler_address: str, kwargs: dict, silence_logs, environ: dict,
+                 daemon: bool = True):
         ctx = multiprocessing.get_context("spawn")
         self._conn, child_conn = ctx.Pipe(duplex=False)
         self.process = ctx.Process(
             target=_worker_process_main, name=f"dask-worker-{kwargs.get('name')}",
-            args=(child_conn, scheduler_address, kwargs, silence_logs, environ), daemon=True)
+            args=(child_conn, scheduler_address, kwargs, silence_logs, environ), daemon=daemon)
         self._child_conn = child_conn
         self.pid: int | None = None
         self.exitcode: int | None = None
@@ -155,6 +183,8 @@ class WorkerProcess:
         """Start the child and wait until its worker is registered."""
         self.process.start()
         self.pid = self.process.pid
+        if not self.process.daemon:
+            _non_daemonic.add(self)
         self._child_conn.close()
         loop = asyncio.get_running_loop()
         loop.add_reader(self.process.sentinel, self._on_sentinel)
@@ -230,6 +260,47 @@ class WorkerProcess:
         return f"<WorkerProcess pid={self.pid} worker={self.worker_address}>"
 
 
+#: Non-daemonic worker processes still running.  multiprocessing would wait
+#: for them at exit (and they wait for their nanny): we end them first.
+_non_daemonic: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_non_daemonic_workers() -> None:
+    # Registered after multiprocessing's own exit handler, so runs before it.
+    procs = [p for p in list(_non_daemonic) if p.is_alive()]
+    for p in procs:
+        try:
+            os.kill(p.pid, signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+    for p in procs:
+        try:
+            p.process.join(5)
+            if p.process.exitcode is None:
+                os.kill(p.pid, signal.SIGKILL)
+                p.process.join(5)
+        except (ProcessLookupError, ValueError, AssertionError):  # gone, or closed meanwhile
+            pass
+
+
+def _listen_address(addr_or_port) -> tuple[str | None, int]:
+    """(host or None, port) from what old code passed to ``start``: a port,
+    ``'host:port'``, ``'tcp://host:port'`` or ``(host, port)``.
+
+    >>> _listen_address(8789), _listen_address("tcp://127.0.0.1:0"), _listen_address(("127.0.0.1", 5))
+    ((None, 8789), ('127.0.0.1', 0), ('127.0.0.1', 5))
+    """
+    if isinstance(addr_or_port, bool) or not isinstance(addr_or_port, (int, str, tuple, list)):
+        raise TypeError(f"Nanny.start takes a port or an address to listen on, not {addr_or_port!r}")
+    if isinstance(addr_or_port, int):
+        port = addr_or_port
+        if not 0 <= port < 65536:
+            raise ValueError(f"Nanny.start: port {port} is out of range")
+        return None, port
+    return get_address_host_port(normalize_address(addr_or_port))
+
+
 class Nanny(Server):
     """Supervise a worker process: ``Nanny(scheduler_address, nthreads=2)``,
     started with ``await nanny`` (or ``async with``); the same arguments as
@@ -279,6 +350,13 @@ class Nanny(Server):
         self.auto_restart = auto_restart
         self.silence_logs = silence_logs
         self.death_timeout = config.parse_timedelta(death_timeout) if death_timeout is not None else None
+        daemon = config.get("distributed.worker.daemon", True)
+        if not isinstance(daemon, bool):
+            raise ValueError(f"config distributed.worker.daemon ({config.env_var('distributed.worker.daemon')})"
+                             f" must be true or false, not {daemon!r}")
+        self.daemon = daemon
+        self._loop_given = loop
+        self._start_task: asyncio.Future | None = None
         self.environ = {**config.get("distributed.nanny.pre-spawn-environ", {}),
                         **config.get("distributed.nanny.environ", {}), **(env or {})}
         self.worker_kwargs = dict(
@@ -318,10 +396,61 @@ class Nanny(Server):
     def __repr__(self) -> str:
         return f"<Nanny {self.address!r}, worker: {self.worker_address!r}, status: {self.status}>"
 
-    async def start(self) -> Nanny:
-        """Listen, then start the worker process and wait for it to register."""
-        if self.status == Status.running:
-            return self
+    def start(self, addr_or_port: int | str | tuple | None = None) -> asyncio.Future | None:
+        """Listen, then start the worker process and wait for it to register:
+        ``await nanny.start()``; the result is the nanny.
+
+        Old code says where to listen: ``nanny.start(8789)`` (a port,
+        ``'host:port'``, ``'tcp://host:port'`` or ``(host, port)``), and may
+        not wait for the result: the start goes on by itself.  Called where
+        no event loop is running (``nanny.start(0)`` then ``loop.start()``),
+        it is scheduled on the nanny's loop and returns None; a failure is
+        then logged.  Starting again returns the first start's result.
+
+        >>> async def main(scheduler_address):               # doctest: +SKIP
+        ...     nanny = Nanny(scheduler_address, nthreads=2)
+        ...     await nanny.start(0)              # or: yield nanny._start(0)
+        """
+        if self.status in (Status.closing, Status.closed):
+            raise RuntimeError(f"cannot start a nanny that is {self.status}")
+        if addr_or_port is not None:
+            host, port = _listen_address(addr_or_port)  # bad input: an error, no change
+            if self._start_task is None:
+                self._requested_port = port
+                if host is not None:
+                    self._requested_host = host
+            elif (port and port != (self.port or self._requested_port)) or (
+                    host and host not in (self.ip, self._requested_host)):
+                raise ValueError(f"nanny {self.address or ''} is already {self.status}; "
+                                 f"cannot start it again at {addr_or_port!r}")
+        if self._start_task is not None:
+            return self._start_task
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            loop = self._loop_given if self._loop_given is not None else IOLoop.current()
+            loop.add_callback(self._start_in_background)
+            return None
+        self._start_task = asyncio.ensure_future(self._start_once())
+        return self._start_task
+
+    def _start_in_background(self) -> None:
+        if self._start_task is None:
+            self._start_task = asyncio.ensure_future(self._start_once())
+            self._start_task.add_done_callback(self._log_start_failure)
+
+    def _log_start_failure(self, task: asyncio.Future) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("Nanny could not start: %s", task.exception())
+
+    async def _start(self, addr_or_port: int | str | tuple | None = None, **kwargs) -> Nanny:
+        """The seed-era spelling: ``yield nanny._start(port)``."""
+        task = self.start(addr_or_port)
+        if task is None:  # no loop here: only in a coroutine, so never
+            raise RuntimeError("Nanny._start must be awaited in a running event loop")
+        return await task
+
+    async def _start_once(self) -> Nanny:
         if self.status != Status.init:
             raise RuntimeError(f"cannot start a nanny that is {self.status}")
         self.status = Status.starting
@@ -357,7 +486,7 @@ class Nanny(Server):
             # Ours, not the worker's: a killed worker cannot remove it.
             own_dir = tempfile.mkdtemp(prefix="dask-worker-space-")
             kwargs = {**kwargs, "local_directory": own_dir}
-        proc = WorkerProcess(self.scheduler_address, kwargs, self.silence_logs, self.environ)
+        proc = WorkerProcess(self.scheduler_address, kwargs, self.silence_logs, self.environ, self.daemon)
         proc.own_directory = own_dir
         self.process = proc
         try:

@@ -1,0 +1,371 @@
+"""Call forms from dask.distributed 1.15-1.21 and from 2024-2026 that must
+keep working: starting a Nanny with a port, tasks that start processes,
+long and deep errors, tracebacks that show the user's code, version checks,
+and the client's scatter/map/cancel/processing forms.
+
+Each behaviour is tested in the coroutine era (generator tests that
+``yield``), in the async era, and through a blocking client where users
+call it that way.
+"""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import traceback
+
+import pytest
+
+from distributed import Client, Nanny, config
+from distributed.core import Status
+from distributed.exceptions import error_message, truncate_exception, user_traceback
+from distributed.utils_test import async_wait_for, cluster, gen_cluster, inc
+
+pytestmark = pytest.mark.timeout(120)
+
+HERE = os.path.abspath(__file__)
+
+
+# ----------------------------------------------------------------------
+# Task functions (module level: the workers import them by reference)
+# ----------------------------------------------------------------------
+
+
+def user_inner(x):
+    raise ValueError(f"boom {x}")
+
+
+def user_outer(x):
+    return user_inner(x)
+
+
+async def user_coroutine(x):
+    await asyncio.sleep(0)
+    raise KeyError(x)
+
+
+def calls_into_distributed(x):
+    from distributed.spec import open_spec
+
+    return open_spec(x)  # a malformed spec: TypeError raised in our module
+
+
+def raise_long(n):
+    raise ValueError("x" * n)
+
+
+class NeedsKeyword(Exception):
+    """An exception type that cannot be made from positional arguments."""
+
+    def __init__(self, *, text):
+        self.text = text
+        super().__init__()
+
+    def __str__(self):
+        return self.text
+
+    def __reduce__(self):
+        return _make_needs_keyword, (self.text,)
+
+
+def _make_needs_keyword(text):
+    return NeedsKeyword(text=text)
+
+
+def raise_needs_keyword(n):
+    raise NeedsKeyword(text="y" * n)
+
+
+class BadStr(Exception):
+    def __str__(self):
+        raise RuntimeError("no text for you")
+
+
+def raise_bad_str():
+    raise BadStr("hidden")
+
+
+def recurse(n):
+    if n == 0:
+        raise ZeroDivisionError("bottom")
+    return recurse(n - 1)
+
+
+def use_a_process_pool(n):
+    # fork: the worker's own modules need not be importable by a fresh
+    # interpreter; the pool only runs a builtin.
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        return sum(pool.map(abs, range(-n, 0)))
+
+
+def frame_names(tb):
+    return [f.name for f in traceback.extract_tb(tb)]
+
+
+def frame_files(tb):
+    return [f.filename for f in traceback.extract_tb(tb)]
+
+
+def assert_no_runner_frames(files):
+    """No frame from the worker, the run-spec helpers or the thread pool."""
+    bad = ("worker" + os.sep, "spec.py", "threadpool.py", "dask_graphs.py",
+           os.path.join("concurrent", "futures"), "_task_spec.py")
+    for f in files:
+        assert not (f.startswith(os.path.dirname(os.path.dirname(HERE))) and any(b in f for b in bad)), f
+        assert "_task_spec.py" not in f and os.path.join("concurrent", "futures") not in f, f
+
+
+# ----------------------------------------------------------------------
+# 1. Nanny.start(port) / yield nanny._start(port)
+# ----------------------------------------------------------------------
+
+
+@gen_cluster(nthreads=[])
+def test_nanny_started_with_yield_start_port(s):
+    n = Nanny(s.ip, s.port, ncores=2, loop=s.loop)
+    result = yield n._start(0)
+    assert result is n and n.status == Status.running
+    assert n.worker_address in s.workers
+    assert s.workers[n.worker_address].nthreads == 2
+    yield n._close()
+    assert n.status == Status.closed
+
+
+@gen_cluster(nthreads=[])
+async def test_nanny_start_takes_port_or_address(s):
+    for where in (0, "127.0.0.1:0", "tcp://127.0.0.1:0", ("127.0.0.1", 0)):
+        n = Nanny(s.address, nthreads=1)
+        assert await n.start(where) is n
+        assert n.ip == "127.0.0.1" and n.port > 0
+        assert n.worker_address in s.workers
+        await n.close()
+        await async_wait_for(lambda: not s.workers, timeout=10)
+
+
+@gen_cluster(nthreads=[])
+async def test_nanny_start_not_awaited_still_starts(s):
+    n = Nanny(s.address, nthreads=1)
+    n.start(0)  # old code did not wait: the start goes on by itself
+    await async_wait_for(lambda: n.status == Status.running, timeout=30)
+    assert n.start() is n.start(0)  # the first start's result, again
+    assert await n is n
+    await n.close()
+
+
+@gen_cluster(nthreads=[])
+async def test_nanny_start_bad_where_is_a_clear_error_and_changes_nothing(s):
+    n = Nanny(s.address, nthreads=1)
+    with pytest.raises(ValueError, match="has no port"):
+        n.start("127.0.0.1")
+    with pytest.raises(ValueError, match="out of range"):
+        n.start(70000)
+    with pytest.raises(TypeError, match="port or an address"):
+        n.start(3.5)
+    assert n.status == Status.init and n.address is None
+    await n.start(0)
+    with pytest.raises(ValueError, match="already running"):
+        n.start(n.port + 1 if n.port < 65535 else 1)
+    assert n.start(n.port) is n.start()
+    await n.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        n.start()
+
+
+def test_nanny_start_before_the_loop_runs(loop):
+    """1.15-era scripts: ``Nanny(..., loop=loop).start(0)`` and then run
+    the loop."""
+    with cluster(nworkers=0) as (s, []):
+        n = Nanny(s["address"], nthreads=1, loop=loop)
+        assert n.start(0) is None  # scheduled; nothing runs until the loop does
+
+        async def running():
+            await async_wait_for(lambda: n.status == Status.running, timeout=30)
+            return n.worker_address
+
+        assert loop.run_sync(running, timeout=60)
+        loop.run_sync(n.close, timeout=30)
+        assert n.status == Status.closed
+
+
+# ----------------------------------------------------------------------
+# 2. Tasks that start processes: distributed.worker.daemon
+# ----------------------------------------------------------------------
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], Worker=Nanny,
+             config={"distributed.worker.daemon": False})
+async def test_task_may_start_processes_when_worker_is_not_daemonic(c, s, n):
+    assert n.daemon is False
+    assert await c.submit(use_a_process_pool, 3) == 6
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], Worker=Nanny)
+def test_daemonic_worker_gives_pythons_error(c, s, n):
+    assert n.daemon is True  # the default, as upstream
+    with pytest.raises(AssertionError, match="daemonic processes are not allowed to have children"):
+        yield c.submit(use_a_process_pool, 3)._result()
+
+
+def test_daemon_setting_from_environment_with_blocking_client(loop, monkeypatch):
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__DAEMON", "False")
+    with cluster(nworkers=1, nanny=True) as (s, [a]), Client(s["address"], loop=loop) as c:
+        assert c.submit(use_a_process_pool, 4).result(timeout=60) == 10
+
+
+def test_daemon_setting_must_be_a_boolean():
+    with config.set({"distributed.worker.daemon": "sometimes"}), \
+            pytest.raises(ValueError, match="distributed.worker.daemon.*true or false"):
+        Nanny("tcp://127.0.0.1:1")
+
+
+# ----------------------------------------------------------------------
+# 3. Long error messages are truncated
+# ----------------------------------------------------------------------
+
+
+def test_truncate_exception_forms():
+    e = ValueError("a" * 50)
+    assert truncate_exception(e, 100) is e
+    short = truncate_exception(e, 10)
+    assert type(short) is ValueError and short.args == ("Long error message", "a" * 10)
+    other = truncate_exception(NeedsKeyword(text="b" * 50), 10)
+    assert other.args == ("Long error message", "NeedsKeyword", "b" * 10)
+    assert truncate_exception(e, None) is e
+
+
+def test_error_message_survives_unprintable_and_unpicklable_errors():
+    msg = error_message(BadStr("hidden"))
+    assert msg["status"] == "error" and "str() failed" in msg["text"]
+
+    class Local(Exception):  # not picklable by reference
+        pass
+
+    msg = error_message(Local("z" * 20_000))
+    assert len(msg["text"]) < 10_100 and "Long error message" in msg["text"]
+
+
+@gen_cluster(client=True)
+def test_long_error_truncated_coroutine_era(c, s, a, b):
+    f = c.submit(raise_long, 50_000)
+    with pytest.raises(ValueError) as info:
+        yield f._result()
+    assert info.value.args == ("Long error message", "x" * 10_000)
+    exc = yield f._exception()
+    assert isinstance(exc, ValueError) and len(str(exc)) < 10_100
+    assert s.tasks[f.key].state == "erred"
+
+
+@gen_cluster(client=True, config={"distributed.admin.max-error-length": 100})
+async def test_long_error_truncated_to_configured_length(c, s, a, b):
+    with pytest.raises(ValueError) as info:
+        await c.submit(raise_long, 1000)
+    assert info.value.args == ("Long error message", "x" * 100)
+    with pytest.raises(Exception, match="Long error message") as info:
+        await c.submit(raise_needs_keyword, 1000)
+    assert info.value.args == ("Long error message", "NeedsKeyword", "y" * 100)
+    # short errors are untouched; the cluster goes on working
+    with pytest.raises(ValueError, match="^boom 1$"):
+        await c.submit(user_outer, 1)
+    assert await c.submit(inc, 1) == 2
+
+
+@gen_cluster(client=True)
+async def test_error_whose_str_fails_still_reaches_the_client(c, s, a, b):
+    with pytest.raises(Exception) as info:
+        await c.submit(raise_bad_str)
+    assert type(info.value).__name__ == "BadStr"
+    assert await c.submit(inc, 2) == 3
+
+
+@gen_cluster(client=True, config={"distributed.admin.max-error-length": 2000})
+async def test_deep_traceback_keeps_innermost_frames(c, s, a, b):
+    f = c.submit(recurse, 500)
+    with pytest.raises(ZeroDivisionError, match="bottom") as info:
+        await f
+    tb = await f.traceback()
+    names = frame_names(tb)
+    assert 1 < len(names) < 500 and set(names) == {"recurse"}
+    assert traceback.extract_tb(tb)[-1].line == 'raise ZeroDivisionError("bottom")'
+    assert "outer frames omitted" in str(info.value.__cause__)
+
+
+def test_long_error_truncated_with_blocking_client(loop):
+    with cluster(nworkers=1) as (s, [a]), Client(s["address"], loop=loop) as c:
+        f = c.submit(raise_long, 30_000)
+        with pytest.raises(ValueError) as info:
+            f.result(timeout=30)
+        assert info.value.args == ("Long error message", "x" * 10_000)
+        assert c.submit(inc, 1).result(timeout=30) == 2
+
+
+# ----------------------------------------------------------------------
+# 4. Tracebacks show the user's code
+# ----------------------------------------------------------------------
+
+
+def test_user_traceback_keeps_a_traceback_with_no_user_frame():
+    from distributed.spec import open_spec
+
+    try:
+        open_spec(None)
+    except TypeError as e:
+        tb = e.__traceback__
+    # this test's frame is a user frame: it is first, our frame follows
+    assert frame_names(user_traceback(tb)) == frame_names(tb)
+    assert frame_names(user_traceback(tb.tb_next)) == ["open_spec"]  # only ours: kept
+
+
+@gen_cluster(client=True)
+def test_traceback_starts_at_user_code_coroutine_era(c, s, a, b):
+    f = c.submit(user_outer, 1)
+    tb = yield f._traceback()
+    assert frame_names(tb) == ["user_outer", "user_inner"]
+    assert frame_files(tb) == [HERE, HERE]
+
+
+@gen_cluster(client=True)
+async def test_reraised_exception_shows_user_frames_in_order(c, s, a, b):
+    f = c.submit(user_outer, 2)
+    with pytest.raises(ValueError, match="boom 2") as info:
+        await f
+    names = frame_names(info.value.__traceback__)
+    assert names[-2:] == ["user_outer", "user_inner"]
+    assert_no_runner_frames(frame_files(info.value.__traceback__))
+    remote_text = str(info.value.__cause__)
+    assert "user_outer" in remote_text and "user_inner" in remote_text
+    assert "_run_in_thread" not in remote_text and "run_spec_call" not in remote_text
+    # The rebuilt frames show the user's source line, not markers under it.
+    text = "".join(traceback.format_tb(await f.traceback()))
+    assert "return user_inner(x)" in text and "^" not in text
+
+
+@gen_cluster(client=True)
+async def test_traceback_of_async_task_and_dask_graph(c, s, a, b):
+    f = c.submit(user_coroutine, "k")
+    with pytest.raises(KeyError):
+        await f
+    assert frame_names(await f.traceback()) == ["user_coroutine"]
+
+    dask = pytest.importorskip("dask")
+    g = c.compute(dask.delayed(user_outer)(3))
+    with pytest.raises(ValueError, match="boom 3"):
+        await g
+    assert frame_names(await g.traceback()) == ["user_outer", "user_inner"]
+
+
+@gen_cluster(client=True)
+async def test_frames_after_user_code_are_kept(c, s, a, b):
+    f = c.submit(calls_into_distributed, "not a spec")
+    with pytest.raises(TypeError, match="malformed task specification"):
+        await f
+    assert frame_names(await f.traceback()) == ["calls_into_distributed", "open_spec"]
+
+
+def test_traceback_with_blocking_client(loop):
+    with cluster(nworkers=1) as (s, [a]), Client(s["address"], loop=loop) as c:
+        f = c.submit(user_outer, 4)
+        with pytest.raises(ValueError, match="boom 4") as info:
+            f.result(timeout=30)
+        assert frame_names(f.traceback(timeout=30)) == ["user_outer", "user_inner"]
+        assert frame_names(info.value.__traceback__)[-2:] == ["user_outer", "user_inner"]
+        assert_no_runner_frames(frame_files(info.value.__traceback__))
