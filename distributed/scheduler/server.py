@@ -25,7 +25,7 @@ from distributed.protocol import Serialized
 from distributed.remote_call import run_user_function
 from distributed.scheduler.extensions import close_extensions, load_extensions, notify_extensions
 from distributed.scheduler.state import SchedulerState
-from distributed.versions import local_versions
+from distributed.versions import get_versions
 
 __all__ = ["Scheduler"]
 
@@ -841,8 +841,9 @@ class Scheduler(Server):
         self.state.validate_state()
         return "OK"
 
-    def versions(self, comm=None, **kw) -> dict:
-        return local_versions()
+    def versions(self, comm=None, packages=None, **kw) -> dict:
+        """This process's ``get_versions(packages)``."""
+        return get_versions(packages)
 
     # -- convenience for in-process tests ---------------------------------
 

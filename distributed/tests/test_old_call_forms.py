@@ -12,14 +12,18 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import sys
 import traceback
 
 import pytest
 
+import distributed
 from distributed import Client, Nanny, config
 from distributed.core import Status
 from distributed.exceptions import error_message, truncate_exception, user_traceback
 from distributed.utils_test import async_wait_for, cluster, gen_cluster, inc
+from distributed.versions import VersionMismatchWarning, check_versions, get_versions
+from distributed.versions import error_message as versions_message
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -369,3 +373,84 @@ def test_traceback_with_blocking_client(loop):
         assert frame_names(f.traceback(timeout=30)) == ["user_outer", "user_inner"]
         assert frame_names(info.value.__traceback__)[-2:] == ["user_outer", "user_inner"]
         assert_no_runner_frames(frame_files(info.value.__traceback__))
+
+
+# ----------------------------------------------------------------------
+# 5. Versions
+# ----------------------------------------------------------------------
+
+
+def test_get_versions_shape_and_extra_packages():
+    import msgpack
+    import tornado
+
+    v = get_versions(["pytest", "no_such_package_here", ("tornado", lambda m: m.version)])
+    assert set(v) == {"host", "packages"}
+    assert {"python", "python-bits", "OS", "OS-release", "machine", "processor", "byteorder",
+            "LC_ALL", "LANG"} <= set(v["host"])
+    p = v["packages"]
+    assert p["python"] == ".".join(map(str, sys.version_info))
+    assert p["distributed"] == distributed.__version__
+    assert p["tornado"] == tornado.version
+    assert p["msgpack"] == ".".join(map(str, msgpack.version))
+    assert p["pytest"] == pytest.__version__
+    assert p["no_such_package_here"] is None
+    for name in ("dask", "cloudpickle", "toolz", "numpy", "pandas", "lz4"):
+        assert name in p
+    with pytest.raises(TypeError, match="package names"):
+        get_versions("pytest")
+    with pytest.raises(TypeError, match="package names"):
+        get_versions([3])
+
+
+def _versions_with(**changes):
+    v = get_versions()
+    return {"host": v["host"], "packages": {**v["packages"], **changes}}
+
+
+def test_version_comparison_names_package_and_versions():
+    same = get_versions()
+    assert versions_message(same, {"w1": same, "w2": same}, same) == {"error": "", "warning": ""}
+
+    msg = versions_message(same, {"w1": same, "w2": _versions_with(dask="0.0.1")}, same)
+    assert msg["warning"] == ""
+    assert "dask" in msg["error"] and "0.0.1 (w2)" in msg["error"]
+    assert same["packages"]["dask"] in msg["error"]
+
+    msg = versions_message(same, {"w1": _versions_with(numpy="0.1")}, same)
+    assert msg["error"] == "" and "numpy" in msg["warning"] and "0.1" in msg["warning"]
+
+    # the scheduler runs no user code: only its required packages count
+    assert versions_message(_versions_with(numpy="0.1"), {}, same) == {"error": "", "warning": ""}
+    msg = versions_message(_versions_with(tornado="4.5"), {}, same)
+    assert "tornado" in msg["error"] and "4.5" in msg["error"]
+
+    # a process that sent nothing is UNKNOWN; a package it lacks is MISSING
+    assert "UNKNOWN" in versions_message(same, {"w1": None}, same)["error"]
+    lacking = get_versions()
+    del lacking["packages"]["msgpack"]
+    assert "MISSING" in versions_message(same, {"w1": lacking}, same)["error"]
+
+
+def test_check_versions_raises_for_required_and_warns_for_others():
+    same = get_versions()
+    check_versions({"scheduler": same, "workers": {"w": same}, "client": same})
+    with pytest.raises(ValueError, match=r"(?s)required packages.*cloudpickle.*9\.9"):
+        check_versions({"scheduler": same, "workers": {"w": _versions_with(cloudpickle="9.9")},
+                        "client": same})
+    with pytest.warns(VersionMismatchWarning, match="pandas"):
+        check_versions({"scheduler": same, "workers": {"w": _versions_with(pandas="0.1")}, "client": same})
+    with pytest.raises(TypeError, match="get_versions"):
+        check_versions({"client": same})
+
+
+@gen_cluster()
+async def test_scheduler_and_worker_report_versions(s, a, b):
+    from distributed.core import rpc
+
+    async with rpc(s.address) as r:
+        v = await r.versions(packages=["pytest"])
+    assert v["packages"]["pytest"] == pytest.__version__ and "host" in v
+    async with rpc(a.address) as r:
+        v = await r.versions()
+    assert v["packages"]["distributed"] == distributed.__version__

@@ -38,7 +38,7 @@ from distributed.spec import NODE, WALK, open_spec, run_spec_call
 from distributed.spill import SpillBuffer
 from distributed.threadpool import ThreadPool, set_task_hooks
 from distributed.utils import sizeof, thread_state
-from distributed.versions import local_versions
+from distributed.versions import get_versions
 from distributed.worker.state import Execute, GatherDep, WorkerState
 
 __all__ = ["Worker", "get_worker", "nthreads_from", "parse_memory_limit", "scheduler_address_from"]
@@ -695,8 +695,9 @@ class Worker(Server):
     def upload_file(self, comm=None, filename: str = "", data: bytes = b"", load: bool = True) -> dict:
         return _save_and_import(self.local_directory, filename, data, load)
 
-    def versions(self, comm=None, **kwargs) -> dict:
-        return local_versions()
+    def versions(self, comm=None, packages=None, **kwargs) -> dict:
+        """This process's ``get_versions(packages)``."""
+        return get_versions(packages)
 
 
 #: The worker running the current ``async def`` task (they run on the loop).
