@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED
 from typing import Any
 
+from distributed import context
 from distributed.exceptions import CancelledError, TimeoutError
 from distributed.utils import in_thread_of
 
@@ -147,11 +148,9 @@ class Future(_FutureBase):
     __dask_future__ = True
 
     def __init__(self, key, client=None, inform: bool = True, state: FutureState | None = None):
-        from distributed.client import _get_client_for_future
-
         self.key = key
         self._released = False
-        self.client = client if client is not None else _get_client_for_future()
+        self.client = client if client is not None else context.client_for_future()
         self._state = self.client._inc_ref(key, state)
         if inform:
             self.client._send_to_scheduler({"op": "client-desires-keys", "keys": [key]})

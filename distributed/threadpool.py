@@ -15,8 +15,9 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
+from contextlib import contextmanager
 from typing import Any
 
 __all__ = ["ThreadPool", "secede", "rejoin"]
@@ -180,6 +181,26 @@ def rejoin() -> None:
     hook = getattr(_local, "on_rejoin", None)
     if hook is not None:
         hook()
+
+
+@contextmanager
+def seceded() -> Iterator[None]:
+    """Out of the worker's thread pool for the block, back in after: for a
+    task that blocks on work of the same cluster (``client.get``,
+    ``dask.compute`` inside a task), so that work can use its slot.  Outside
+    a task, or already seceded, it does nothing.
+
+    >>> with seceded():                 # doctest: +SKIP
+    ...     client.gather(futures)
+    """
+    if getattr(_local, "pool", None) is None or getattr(_local, "seceded", False):
+        yield
+        return
+    secede()
+    try:
+        yield
+    finally:
+        rejoin()
 
 
 def set_task_hooks(on_secede: Callable[[], Any] | None, on_rejoin: Callable[[], Any] | None) -> None:

@@ -42,7 +42,8 @@ from tornado import gen
 from tornado.ioloop import IOLoop
 
 from distributed import config
-from distributed.client import Client, _global_clients
+from distributed.client import Client
+from distributed.context import live_clients
 from distributed.scheduler.server import Scheduler
 from distributed.worker.server import Worker
 
@@ -383,7 +384,7 @@ def _close_loop(loop: IOLoop) -> None:
 
 
 def _close_clients() -> None:
-    for c in list(_global_clients.values()):
+    for c in live_clients():
         with contextlib.suppress(Exception):
             if c.status == "running" and not c._asynchronous:
                 c.close(timeout=5)

@@ -12,7 +12,6 @@ which run in ``self.executor``; their results come back with
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import logging
 import os
@@ -26,9 +25,10 @@ from typing import Any
 
 import psutil
 
-from distributed import config
+from distributed import config, context
 from distributed.batched import BatchedSend
 from distributed.comm import CommClosedError, connect, get_address_host, normalize_address
+from distributed.context import get_worker
 from distributed.core import Server, Status
 from distributed.dask_graphs import run_node
 from distributed.exceptions import Reschedule, error_message
@@ -37,7 +37,7 @@ from distributed.remote_call import run_user_function
 from distributed.spec import NODE, WALK, open_spec, run_spec_call
 from distributed.spill import SpillBuffer
 from distributed.threadpool import ThreadPool, set_task_hooks
-from distributed.utils import sizeof, thread_state
+from distributed.utils import in_thread_of, sizeof, sync, thread_state
 from distributed.versions import get_versions
 from distributed.worker.state import Execute, GatherDep, WorkerState
 
@@ -199,6 +199,7 @@ class Worker(Server):
         self.batched_stream: BatchedSend | None = None
         self._scheduler_comm = None
         self._closed_event: asyncio.Event | None = None
+        self._client = None  # made on first use by _get_client()
         self._registered = False
         self.outgoing_transfers = 0
         self.incoming_transfers = 0
@@ -374,8 +375,8 @@ class Worker(Server):
         self.status = Status.closing
         for pc in self.periodic_callbacks.values():
             pc.stop()
-        client = getattr(self, "_client", None)
-        if client is not None:  # made by get_client() inside a task
+        client = self._client
+        if client is not None:  # made by _get_client(): a task or its arguments needed it
             self._client = None
             try:
                 await client._close()
@@ -500,6 +501,31 @@ class Worker(Server):
         self._act(self.state.handle_new_holders(who_has or {}))
 
     # ------------------------------------------------------------------
+    # The worker's own client
+    # ------------------------------------------------------------------
+
+    def _get_client(self, timeout: float | None = None):
+        """This worker's client, connected to its scheduler: made on first
+        use and then reused, for ``get_client()`` in tasks and for Futures
+        unpickled here.  From a task thread it is returned connected; on the
+        event loop it may still be connecting (its messages wait in order).
+
+        >>> def task():                               # doctest: +SKIP
+        ...     return get_worker()._get_client().submit(inc, 1).result()
+        """
+        if not in_thread_of(self.loop):
+            return sync(self.loop, self._started_client, timeout)
+        client = self._client
+        if client is None or client.status in ("closing", "closed"):
+            client = self._client = context.new_worker_client(self, timeout)
+        return client
+
+    async def _started_client(self, timeout: float | None = None):
+        client = self._get_client(timeout)
+        await client
+        return client
+
+    # ------------------------------------------------------------------
     # Carrying out instructions
     # ------------------------------------------------------------------
 
@@ -526,7 +552,8 @@ class Worker(Server):
     def _execute(self, key) -> None:
         ts = self.state.tasks[key]
         try:
-            how, func, obj = open_spec(ts.run_spec)
+            with context.working_for(self):  # Futures in the arguments bind to our client
+                how, func, obj = open_spec(ts.run_spec)
             deps = {dts.key: self.data[dts.key] for dts in ts.dependencies}
             if how == NODE:  # a dask task-spec node: node(dependency values)
                 func, args, kwargs, walk = run_node, (obj, deps), {}, False
@@ -569,7 +596,7 @@ class Worker(Server):
             pass
 
     async def _run_async_task(self, key, func, args, kwargs, deps, walk) -> None:
-        _async_task_worker.set(self)  # this task runs in its own context
+        context.set_task_worker(self)  # this asyncio task runs in its own context
         start = time.time()
         try:
             result = await run_spec_call(func, args, kwargs, deps, walk)
@@ -614,6 +641,7 @@ class Worker(Server):
             self._act(self.state.handle_execute_failure(key, _task_error_fields(result)))
 
     async def _gather_dep(self, inst: GatherDep) -> None:
+        context.set_task_worker(self)  # Futures inside received values bind to our client
         self.incoming_transfers += 1
         try:
             response = await self.rpc(inst.worker).get_data(keys=inst.keys, who=self.address)
@@ -701,7 +729,6 @@ class Worker(Server):
 
 
 #: The worker running the current ``async def`` task (they run on the loop).
-_async_task_worker: contextvars.ContextVar = contextvars.ContextVar("worker", default=None)
 
 
 def _fraction(name: str, value) -> float:
@@ -773,18 +800,3 @@ def _save_and_import(directory: str, filename: str, data: bytes, load: bool) -> 
         except Exception as e:
             return error_message(e)
     return {"status": "OK", "nbytes": len(data)}
-
-
-def get_worker() -> Worker:
-    """The worker running the current task.
-
-    >>> def task():                     # doctest: +SKIP
-    ...     return get_worker().address
-    """
-    worker = getattr(thread_state, "worker", None)
-    if worker is not None:
-        return worker
-    worker = _async_task_worker.get()
-    if worker is not None:
-        return worker
-    raise ValueError("get_worker() called outside of a task running on a worker")

@@ -1,0 +1,116 @@
+"""Client methods that describe the cluster: who holds what, threads per
+worker, the scheduler's identity, and the Client's reprs.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+
+from distributed import config
+from distributed.comm import CommClosedError
+from distributed.futures import futures_of
+from distributed.utils import sync
+
+__all__ = ["Introspection"]
+
+logger = logging.getLogger(__name__)
+
+
+class Introspection:
+    """The introspection methods of ``Client`` (``self`` is a Client)."""
+
+    def who_has(self, futures=None, asynchronous=None):
+        """Which workers hold each key: ``{key: [addresses]}``."""
+        return self.sync(self._who_has, futures, asynchronous=asynchronous)
+
+    async def _who_has(self, futures=None):
+        keys = None if futures is None else [f.key for f in futures_of(futures)]
+        out = await self.scheduler.who_has(keys=keys)
+        return {k: list(v) for k, v in out.items()}
+
+    def has_what(self, workers=None, asynchronous=None):
+        """Which keys each worker holds: ``{address: [keys]}``."""
+        return self.sync(self._has_what, workers, asynchronous=asynchronous)
+
+    async def _has_what(self, workers=None):
+        if workers is not None and not isinstance(workers, (list, tuple, set)):
+            workers = [workers]
+        out = await self.scheduler.has_what(workers=list(workers) if workers is not None else None)
+        return {w: list(v) for w, v in out.items()}
+
+    def nthreads(self, workers=None, asynchronous=None):
+        """Threads per worker: ``{address: nthreads}``."""
+        return self.sync(self._nthreads, workers, asynchronous=asynchronous)
+
+    ncores = nthreads
+
+    async def _nthreads(self, workers=None):
+        if workers is not None and not isinstance(workers, (list, tuple, set)):
+            workers = [workers]
+        return await self.scheduler.ncores(workers=list(workers) if workers is not None else None)
+
+    _ncores = _nthreads
+
+    def scheduler_info(self, asynchronous=None, **kwargs):
+        """The scheduler's identity and its workers."""
+        return self.sync(self._scheduler_info, asynchronous=asynchronous)
+
+    async def _scheduler_info(self):
+        return await self.scheduler.identity()
+
+    def wait_for_workers(self, n_workers: int = 1, timeout=None):
+        """Block until ``n_workers`` workers are connected."""
+        if timeout is not None:
+            timeout = config.parse_timedelta(timeout)
+        return self.sync(self._wait_for_workers, n_workers, timeout=timeout)
+
+    async def _wait_for_workers(self, n_workers: int = 1, timeout=None):
+        return await self.scheduler.wait_for_workers(n_workers=n_workers, timeout=timeout)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """No dashboard is served yet; None."""
+        return None
+
+    def __repr__(self) -> str:
+        if self.status != "running":
+            return f"<Client: {self.status}>"
+        # A blocking client refreshes the summary; an asynchronous one cannot
+        # wait here and shows what it learned when it connected.
+        if not self.asynchronous:
+            self._refresh_info()
+        info = self._info_cache
+        if info is None:
+            return f"<Client: {self._address!r}>"
+        return (f"<Client: {self._address!r} processes={info[0]} threads={info[1]}, "
+                f"memory={config.format_bytes(info[2])}>")
+
+    def _refresh_info(self) -> None:
+        """Update the cached worker summary now (blocking clients only)."""
+        try:
+            sync(self.loop, self._update_scheduler_info, callback_timeout=5)
+        except Exception:
+            pass
+
+    async def _update_scheduler_info(self) -> None:
+        try:
+            info = await self.scheduler.identity()
+        except (OSError, CommClosedError, asyncio.TimeoutError):
+            return
+        workers = info.get("workers", {}).values()
+        self._info_cache = (len(workers), sum(w.get("nthreads", 0) for w in workers),
+                            sum(w.get("memory_limit") or 0 for w in workers))
+
+    def _repr_html_(self) -> str:
+        if self.status != "running":
+            return f"<b>Client</b>: {html.escape(str(self._address))} ({self.status})"
+        if not self.asynchronous:
+            self._refresh_info()
+        n, threads, memory = self._info_cache or (0, 0, 0)
+        rows = [("Scheduler", html.escape(str(self._address))),
+                ("Workers", n), ("Threads", threads), ("Memory", config.format_bytes(memory))]
+        if self.cluster is not None:
+            rows.insert(1, ("Cluster", html.escape(type(self.cluster).__name__)))
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in rows)
+        return f"<div><h3>Client</h3><table>{body}</table></div>"
