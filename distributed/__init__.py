@@ -4,94 +4,49 @@
 >>> client = Client()                      # doctest: +SKIP
 >>> client.submit(sum, [1, 2]).result()    # doctest: +SKIP
 3
+
+The public names, here and at the old module paths user code imports from
+(``distributed.lock``, ``distributed.client.wait``, ...), come from one
+table, ``distributed/compat/table.py`` (listed in docs/import-map.rst).
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import sys
 
-# Public names are imported on first use (PEP 562): a worker process started
-# by a nanny needs the worker and its protocol, not the client and dask,
-# which are most of the import time.
-_LAZY = {
-    "config": "distributed.config",
-    "Client": "distributed.client",
-    "default_client": "distributed.client",
-    "get_client": "distributed.client",
-    "worker_client": "distributed.client",
-    "rpc": "distributed.core",
-    "LocalCluster": "distributed.deploy.local",
-    "CancelledError": "distributed.exceptions",
-    "FutureLost": "distributed.exceptions",
-    "KilledWorker": "distributed.exceptions",
-    "Reschedule": "distributed.exceptions",
-    "TimeoutError": "distributed.exceptions",
-    "Future": "distributed.futures",
-    "as_completed": "distributed.futures",
-    "fire_and_forget": "distributed.futures",
-    "futures_of": "distributed.futures",
-    "wait": "distributed.futures",
-    "Nanny": "distributed.nanny",
-    "Scheduler": "distributed.scheduler.server",
-    "rejoin": "distributed.threadpool",
-    "secede": "distributed.threadpool",
-    "Worker": "distributed.worker.server",
-    "get_worker": "distributed.worker.server",
-}
+from distributed._version import __version__  # noqa: F401
+from distributed.compat import hook as _hook
 
-if TYPE_CHECKING:
-    from distributed import config
-    from distributed.client import Client, default_client, get_client, worker_client
-    from distributed.core import rpc
-    from distributed.deploy.local import LocalCluster
-    from distributed.exceptions import CancelledError, FutureLost, KilledWorker, Reschedule, TimeoutError
-    from distributed.futures import Future, as_completed, fire_and_forget, futures_of, wait
-    from distributed.nanny import Nanny
-    from distributed.scheduler.server import Scheduler
-    from distributed.threadpool import rejoin, secede
-    from distributed.worker.server import Worker, get_worker
+# Old module paths answer from the import map from now on.
+_hook.install()
 
+# Public names are imported on first use (a module __getattr__, PEP 562,
+# made from the table): a worker process started by a nanny needs the worker
+# and its protocol, not the client and dask, which are most of the import
+# time.  A name whose feature is not built yet raises ImportError naming the
+# issue that brings it.
+_hook.attach(sys.modules[__name__])
+__all__ = _hook.public_names(__name__)
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'distributed' has no attribute {name!r}")
-    value = importlib.import_module(module)
-    if name != "config":
-        value = getattr(value, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
-
-
-from distributed._version import __version__  # noqa: E402
-
-__all__ = [
-    "CancelledError",
-    "Client",
-    "Future",
-    "FutureLost",
-    "KilledWorker",
-    "LocalCluster",
-    "Nanny",
-    "Reschedule",
-    "Scheduler",
-    "TimeoutError",
-    "Worker",
-    "__version__",
-    "as_completed",
-    "config",
-    "default_client",
-    "fire_and_forget",
-    "futures_of",
-    "get_client",
-    "get_worker",
-    "rejoin",
-    "rpc",
-    "secede",
-    "wait",
-    "worker_client",
-]
+# Not typing.TYPE_CHECKING: importing typing would triple the import time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for type checkers and editors; the import map is what runs
+    from distributed import config  # noqa: F401
+    from distributed.client import Client, get_client, worker_client  # noqa: F401
+    from distributed.comm import connect  # noqa: F401
+    from distributed.context import default_client, get_worker  # noqa: F401
+    from distributed.core import Status, rpc  # noqa: F401
+    from distributed.deploy.local import LocalCluster  # noqa: F401
+    from distributed.exceptions import (  # noqa: F401
+        CancelledError,
+        FutureLost,
+        KilledWorker,
+        Reschedule,
+        TimeoutError,
+    )
+    from distributed.futures import Future, as_completed, fire_and_forget, futures_of, wait  # noqa: F401
+    from distributed.nanny import Nanny  # noqa: F401
+    from distributed.scheduler.server import Scheduler  # noqa: F401
+    from distributed.threadpool import rejoin, secede  # noqa: F401
+    from distributed.utils import sync  # noqa: F401
+    from distributed.worker.server import Worker  # noqa: F401
+del sys, TYPE_CHECKING

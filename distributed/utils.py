@@ -1,17 +1,27 @@
 """Small helpers shared across the package: keys, tokens, sizes and the
-bridge between blocking code and the event loop (``sync``, ``LoopRunner``).
+bridge between blocking code and the event loop (``sync``, ``LoopRunner``),
+plus the helpers user code of both eras imports from here (``All``,
+``tmpfile``, ``get_ip``, ``log_errors``, ... see docs/import-map.rst).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
+import html
+import importlib
+import inspect
 import logging
 import os
 import re
+import shutil
+import socket
 import sys
+import tempfile
 import threading
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tornado.ioloop import IOLoop
@@ -25,6 +35,31 @@ __all__ = [
     "LoopRunner",
     "thread_state",
     "in_thread_of",
+    # helpers of both eras' public surface (docs/import-map.rst)
+    "All",
+    "Log",
+    "Logs",
+    "LINUX",
+    "MACOS",
+    "PYPY",
+    "WINDOWS",
+    "ensure_ip",
+    "get_ip",
+    "get_ip_interface",
+    "get_ipv6",
+    "has_arg",
+    "import_term",
+    "is_kernel",
+    "iscoroutinefunction",
+    "log_errors",
+    "mp_context",
+    "nbytes",
+    "offload",
+    "open_port",
+    "safe_sizeof",
+    "silence_logging",
+    "tmpfile",
+    "typename",
 ]
 
 logger = logging.getLogger(__name__)
@@ -293,3 +328,345 @@ class LoopRunner:
 
     def is_started(self) -> bool:
         return self._started
+
+
+# ----------------------------------------------------------------------
+# Helpers user code and test suites import from ``distributed.utils``
+# (see docs/import-map.rst).  Written once here; the import map points the
+# old paths (``distributed.sizeof``, ``distributed.compatibility``) at them.
+# ----------------------------------------------------------------------
+
+#: The platform, as ``distributed.compatibility`` spelled it.
+WINDOWS = sys.platform.startswith("win")
+LINUX = sys.platform.startswith("linux")
+MACOS = sys.platform == "darwin"
+PYPY = sys.implementation.name == "pypy"
+
+
+def safe_sizeof(obj: Any, default_size: float = 1e6) -> int:
+    """``sizeof(obj)``, or ``default_size`` (with a warning) if measuring fails.
+
+    >>> safe_sizeof(b"x" * 1000)
+    1033
+    """
+    try:
+        return sizeof(obj)
+    except Exception:
+        logger.warning("sizeof of a %s object failed; assuming %d bytes", type(obj).__name__,
+                       int(default_size), exc_info=True)
+        return int(default_size)
+
+
+def nbytes(frame: Any) -> int:
+    """Bytes in a bytes-like ``frame`` (``len`` for bytes, ``.nbytes`` for views).
+
+    >>> nbytes(b"abc"), nbytes(memoryview(bytearray(8)).cast("d"))
+    (3, 8)
+    """
+    if isinstance(frame, (bytes, bytearray)):
+        return len(frame)
+    try:
+        return memoryview(frame).nbytes
+    except TypeError:
+        return len(frame)
+
+
+async def All(args, quiet_exceptions: Any = ()) -> list:
+    """Await every awaitable in ``args``; their results in order.
+
+    The first exception raised is raised here; exceptions of the others
+    (which keep running) are logged unless their type is in
+    ``quiet_exceptions``.
+
+    >>> async def double(x):
+    ...     return 2 * x
+    >>> asyncio.run(All([double(1), double(2)]))
+    [2, 4]
+    """
+    futures = [asyncio.ensure_future(a) for a in args]
+    try:
+        return list(await asyncio.gather(*futures))
+    except BaseException:
+        def report(fut: asyncio.Future) -> None:
+            if not fut.cancelled() and fut.exception() is not None \
+                    and not isinstance(fut.exception(), quiet_exceptions):
+                logger.error("an awaitable in All() failed after another one did",
+                             exc_info=fut.exception())
+
+        for fut in futures:
+            if fut.done():
+                if not fut.cancelled():
+                    fut.exception()  # retrieved: no "never retrieved" warning
+            else:
+                fut.add_done_callback(report)
+        raise
+
+
+@contextlib.contextmanager
+def tmpfile(extension: str = "", dir: str | None = None) -> Iterator[str]:
+    """A path for a temporary file (or directory) that is removed afterwards.
+
+    Nothing is created at the path; whatever the block puts there is deleted.
+
+    >>> with tmpfile("csv") as fn:
+    ...     fn.endswith(".csv"), os.path.exists(fn)
+    (True, False)
+    """
+    extension = "." + extension.lstrip(".") if extension else ""
+    fd, path = tempfile.mkstemp(suffix=extension, dir=dir)
+    os.close(fd)
+    os.remove(path)
+    try:
+        yield path
+    finally:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+
+def __getattr__(name: str) -> Any:
+    # mp_context is made on first use: importing multiprocessing costs more
+    # than this whole module's own code, and most importers never need it.
+    if name == "mp_context":
+        import multiprocessing
+
+        from distributed import config
+
+        global mp_context
+        mp_context = multiprocessing.get_context(config.get("distributed.worker.multiprocessing-method"))
+        return mp_context
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def get_ip(host: str = "8.8.8.8", port: int = 80) -> str:
+    """This machine's IP address on the route towards ``host``.
+
+    Nothing is sent: a UDP socket is connected only to ask the kernel which
+    local address it would use.  Falls back on ``127.0.0.1`` (with a
+    warning) when there is no such route.
+
+    >>> get_ip("127.0.0.1")
+    '127.0.0.1'
+    """
+    return _route_address(socket.AF_INET, host, port, "127.0.0.1")
+
+
+def get_ipv6(host: str = "2001:4860:4860::8888", port: int = 80) -> str:
+    """Like ``get_ip`` for IPv6 (falls back on ``::1``)."""
+    return _route_address(socket.AF_INET6, host, port, "::1")
+
+
+def _route_address(family: int, host: str, port: int, fallback: str) -> str:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.connect((host, port))
+        return sock.getsockname()[0]
+    except OSError:
+        warnings.warn(f"Couldn't detect a suitable IP address for reaching {host!r}, "
+                      f"falling back to {fallback!r}", RuntimeWarning, stacklevel=3)
+        return fallback
+    finally:
+        sock.close()
+
+
+def get_ip_interface(ifname: str) -> str:
+    """The IPv4 address of network interface ``ifname`` (e.g. ``'lo'``).
+
+    Raises ValueError naming the interfaces there are, when ``ifname`` is not
+    one of them or has no IPv4 address.
+
+    >>> get_ip_interface("lo")  # doctest: +SKIP
+    '127.0.0.1'
+    """
+    import psutil
+
+    addresses = psutil.net_if_addrs()
+    if ifname not in addresses:
+        raise ValueError(f"{ifname!r} is not a valid network interface; valid interfaces are "
+                         f"{sorted(addresses)}")
+    for info in addresses[ifname]:
+        if info.family == socket.AF_INET:
+            return info.address
+    raise ValueError(f"network interface {ifname!r} has no IPv4 address")
+
+
+def ensure_ip(hostname: str) -> str:
+    """The IP address of ``hostname`` (an IP address is returned unchanged).
+
+    >>> ensure_ip("127.0.0.1")
+    '127.0.0.1'
+    """
+    family = socket.AF_INET6 if ":" in hostname else socket.AF_INET
+    return socket.getaddrinfo(hostname, 1234, family, socket.SOCK_STREAM)[0][4][0]
+
+
+def open_port(host: str = "") -> int:
+    """A port that was free a moment ago on ``host``.
+
+    Another process may take it before you bind it; prefer port 0 where the
+    API allows it.
+
+    >>> 0 < open_port("127.0.0.1") < 65536
+    True
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class log_errors:
+    """Log an exception (with its traceback) on its way out, then let it go on.
+
+    Works as a context manager and as a decorator of plain and ``async``
+    functions.  ``CancelledError`` is not an error and is not logged.
+
+    >>> with log_errors():
+    ...     pass
+    >>> @log_errors
+    ... def f():
+    ...     return 1
+    >>> f()
+    1
+    """
+
+    def __init__(self, func: Callable | None = None, *, pdb: bool = False):
+        self.func = func
+        self.pdb = pdb
+        if func is not None:
+            functools.update_wrapper(self, func)
+
+    def __call__(self, *args, **kwargs):
+        if self.func is None:  # @log_errors(pdb=True) then decorating
+            return log_errors(args[0], pdb=self.pdb)
+        if iscoroutinefunction(self.func):
+            async def run():
+                with log_errors(pdb=self.pdb):
+                    return await self.func(*args, **kwargs)
+            return run()
+        with log_errors(pdb=self.pdb):
+            return self.func(*args, **kwargs)
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, typ, exc, tb) -> bool:
+        if exc is not None and not isinstance(exc, asyncio.CancelledError):
+            logger.exception(exc)
+            if self.pdb:
+                import pdb
+
+                pdb.post_mortem(tb)
+        return False
+
+
+def iscoroutinefunction(func: Any) -> bool:
+    """Whether calling ``func`` gives a coroutine (``async def`` or a
+    ``tornado.gen.coroutine``), partials unwrapped.
+
+    >>> async def f(): pass
+    >>> iscoroutinefunction(f), iscoroutinefunction(functools.partial(f)), iscoroutinefunction(len)
+    (True, True, False)
+    """
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.iscoroutinefunction(func):
+        return True
+    from tornado import gen
+
+    return gen.is_coroutine_function(func)
+
+
+def import_term(name: str) -> Any:
+    """The object a dotted name refers to: ``'package.module.attribute'``.
+
+    >>> import_term("os.path.join") is os.path.join
+    True
+    """
+    module_name, _, attr = name.rpartition(".")
+    if not module_name:
+        raise ValueError(f"{name!r} is not a dotted name like 'module.attribute'")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError as e:
+        raise AttributeError(f"{name!r}: module {module_name!r} has no attribute {attr!r}") from e
+
+
+def has_arg(func: Callable, argname: str) -> bool:
+    """Whether ``func`` takes an argument called ``argname``.
+
+    >>> has_arg(lambda x, y=1: 0, "y"), has_arg(len, "y")
+    (True, False)
+    """
+    try:
+        return argname in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def typename(typ: Any, short: bool = False) -> str:
+    """The dotted name of a type (or of an object's type if given an instance).
+
+    >>> typename(int), typename(IOLoop), typename(IOLoop, short=True)
+    ('int', 'tornado.ioloop.IOLoop', 'tornado.IOLoop')
+    """
+    if not isinstance(typ, type):
+        typ = type(typ)
+    module = typ.__module__
+    if module == "builtins":
+        return typ.__qualname__
+    if short:
+        module = module.split(".")[0]
+    return f"{module}.{typ.__qualname__}"
+
+
+def silence_logging(level: int | str, root: str = "distributed") -> int:
+    """Set the level of logger ``root``; returns the previous level.
+
+    >>> old = silence_logging("ERROR")
+    >>> _ = silence_logging(old)
+    """
+    log = logging.getLogger(root)
+    old = log.level
+    log.setLevel(logging.getLevelName(level) if isinstance(level, str) else level)
+    return old
+
+
+def is_kernel() -> bool:
+    """Whether this code runs in a Jupyter/IPython kernel.
+
+    >>> is_kernel()
+    False
+    """
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    shell = ipython.get_ipython()
+    return getattr(shell, "kernel", None) is not None
+
+
+async def offload(func: Callable, *args, **kwargs) -> Any:
+    """Run a blocking ``func(*args, **kwargs)`` in a thread; await its result.
+
+    >>> asyncio.run(offload(sum, [1, 2]))
+    3
+    """
+    return await asyncio.to_thread(func, *args, **kwargs)
+
+
+class Log(str):
+    """A log as text that notebooks show preformatted."""
+
+    def _repr_html_(self) -> str:
+        return f"<pre><code>{html.escape(self)}</code></pre>"
+
+
+class Logs(dict):
+    """Logs of several processes (name -> Log) that notebooks show one by one."""
+
+    def _repr_html_(self) -> str:
+        parts = [f"<details><summary>{html.escape(str(name))}</summary>"
+                 f"{Log(log)._repr_html_()}</details>" for name, log in sorted(self.items())]
+        return "\n".join(parts)

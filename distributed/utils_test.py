@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -85,6 +86,30 @@ __all__ = [
     "async_wait_for",
     "start_cluster",
     "end_cluster",
+    # more helpers test suites of both eras import (docs/import-map.rst)
+    "poll_for",
+    "async_poll_for",
+    "scheduler_process",
+    "client_secondary",
+    "deep",
+    "lock_inc",
+    "wait_for_state",
+    "captured_handler",
+    "raises",
+    "raises_with_cause",
+    "terminate_process",
+    "slow",
+    "nodebug",
+    "has_ipv6",
+    "requires_ipv6",
+    "assert_can_connect",
+    "assert_cannot_connect",
+    "save_sys_modules",
+    "check_thread_leak",
+    "check_process_leak",
+    "valid_python_script",
+    "invalid_python_script",
+    "client_contract_script",
 ]
 
 logger = logging.getLogger(__name__)
@@ -155,6 +180,17 @@ def randominc(x, scale=1):
     return x + 1
 
 
+def deep(n):
+    """Recurse ``n`` levels deep (for tasks with deep stacks)."""
+    return deep(n - 1) if n > 0 else True
+
+
+def lock_inc(x, lock):
+    """``x + 1`` while holding ``lock``."""
+    with lock:
+        return x + 1
+
+
 class _Varying:
     """Callable returning ``items`` one after another (raising exceptions)."""
 
@@ -192,22 +228,34 @@ async def asyncinc(x, delay=0.02):
 # ----------------------------------------------------------------------
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10, period: float = 0.01) -> None:
-    """Block until ``predicate()`` is true; AssertionError after ``timeout``."""
+def poll_for(predicate: Callable[[], bool], timeout: float = 10, fail_func: Callable | None = None,
+             period: float = 0.01) -> None:
+    """Block until ``predicate()`` is true; AssertionError after ``timeout``
+    (``fail_func()`` is called first, e.g. to print state).  Also ``wait_for``."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
+            if fail_func is not None:
+                fail_func()
             raise AssertionError(f"condition {predicate} not met within {timeout} s")
         time.sleep(period)
 
 
-async def async_wait_for(predicate: Callable[[], bool], timeout: float = 10, period: float = 0.01) -> None:
-    """Like ``wait_for`` without blocking the event loop."""
+async def async_poll_for(predicate: Callable[[], bool], timeout: float = 10, fail_func: Callable | None = None,
+                         period: float = 0.01) -> None:
+    """Like ``poll_for`` without blocking the event loop.  Also ``async_wait_for``."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
+            if fail_func is not None:
+                fail_func()
             raise AssertionError(f"condition {predicate} not met within {timeout} s")
         await asyncio.sleep(period)
+
+
+# The names of both eras for the same two waits.
+wait_for = poll_for
+async_wait_for = async_poll_for
 
 
 def wait_for_port(address, timeout: float = 10) -> None:
@@ -823,3 +871,197 @@ def client(loop, cluster_fixture):
 def c(client):
     return client
 
+
+
+@pytest.fixture
+def client_secondary(loop, cluster_fixture):
+    """A second blocking client of the ``cluster_fixture`` cluster."""
+    scheduler, workers = cluster_fixture
+    with Client(scheduler["address"], loop=loop, set_as_default=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def valid_python_script(tmp_path_factory):
+    """A script that runs and prints ``hello world!``."""
+    path = tmp_path_factory.mktemp("data") / "file.py"
+    path.write_text("print('hello world!')\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def client_contract_script(tmp_path_factory):
+    """A script that connects a Client to 127.0.0.1:8989 and prints it."""
+    path = tmp_path_factory.mktemp("data") / "distributed_script.py"
+    path.write_text("from distributed import Client\nc = Client('127.0.0.1:8989')\nprint(c)\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def invalid_python_script(tmp_path_factory):
+    """A script that fails with a NameError."""
+    path = tmp_path_factory.mktemp("data") / "file.py"
+    path.write_text("a+1\n")
+    return path
+
+
+# ----------------------------------------------------------------------
+# More helpers that test suites of both eras import
+# ----------------------------------------------------------------------
+
+#: Marks a long test (``pytest -m "not slow"`` skips them locally).
+slow = pytest.mark.slow
+
+
+async def wait_for_state(key, state: str | set | tuple | list, dask_worker, *, interval: float = 0.01,
+                         timeout: float = 10) -> None:
+    """Wait until task ``key`` is in ``state`` (or one of several) on a
+    Worker or Scheduler; AssertionError naming the last state after ``timeout``.
+
+    >>> await wait_for_state("x", "memory", a)           # doctest: +SKIP
+    """
+    states = {state} if isinstance(state, str) else set(state)
+    tasks = dask_worker.tasks if isinstance(dask_worker, Scheduler) else dask_worker.state.tasks
+
+    def current():
+        ts = tasks.get(key)
+        return None if ts is None else ts.state
+
+    deadline = time.monotonic() + timeout
+    while current() not in states:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task {key!r} on {dask_worker!r} is {current()!r}, "
+                                 f"not in {sorted(states)}, after {timeout} s")
+        await asyncio.sleep(interval)
+
+
+@contextlib.contextmanager
+def captured_handler(handler: logging.StreamHandler) -> Iterator[io.StringIO]:
+    """Capture what a ``StreamHandler`` writes into a StringIO."""
+    if not isinstance(handler, logging.StreamHandler):
+        raise TypeError(f"captured_handler needs a logging.StreamHandler, not {type(handler).__name__}")
+    old = handler.stream
+    handler.stream = io.StringIO()
+    try:
+        yield handler.stream
+    finally:
+        handler.stream = old
+
+
+def raises(func: Callable[[], object], exc: type[BaseException] | tuple = Exception) -> bool:
+    """Whether ``func()`` raises ``exc``."""
+    try:
+        func()
+    except exc:
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def raises_with_cause(expected_exception, match: str | None, expected_cause, match_cause: str | None,
+                      *more_causes):
+    """``pytest.raises`` that also checks the chain of ``__cause__``:
+    ``expected_cause`` (text matching ``match_cause``), then any further
+    ``(exception type, match)`` pairs in ``more_causes``."""
+    if len(more_causes) % 2:
+        raise TypeError("more_causes are (exception type, match) pairs")
+    with pytest.raises(expected_exception, match=match) as info:
+        yield info
+    exc: BaseException | None = info.value
+    for cause_type, cause_match in [(expected_cause, match_cause), *zip(more_causes[::2], more_causes[1::2])]:
+        exc = exc.__cause__ if exc is not None else None
+        assert isinstance(exc, cause_type), f"cause {exc!r} is not a {cause_type}"
+        if cause_match is not None:
+            assert re.search(cause_match, str(exc)), f"cause {exc!r} does not match {cause_match!r}"
+
+
+def terminate_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Interrupt ``proc`` (SIGINT), then kill it if it is still alive after ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def nodebug(func: Callable) -> Callable:
+    """Run a test without asyncio debug mode (``PYTHONASYNCIODEBUG``), which
+    makes some timing-bound tests too slow."""
+
+    @functools.wraps(func)
+    def wrapped(*args, **kwargs):
+        old = os.environ.pop("PYTHONASYNCIODEBUG", None)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            if old is not None:
+                os.environ["PYTHONASYNCIODEBUG"] = old
+
+    return wrapped
+
+
+@functools.cache
+def has_ipv6() -> bool:
+    """Whether IPv6 works on the loopback interface."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as server:
+            server.bind(("::1", 0))
+            server.listen(1)
+            with socket.create_connection(server.getsockname()[:2], timeout=5):
+                return True
+    except OSError:
+        return False
+
+
+def requires_ipv6(test_func: Callable) -> Callable:
+    """Skip the test where the loopback interface has no IPv6."""
+    return pytest.mark.skipif(not has_ipv6(), reason="needs IPv6 on the loopback interface")(test_func)
+
+
+async def assert_can_connect(addr: str, timeout: float = 0.5) -> None:
+    """Check that a connection to ``addr`` opens within ``timeout``."""
+    from distributed.comm import connect
+
+    comm = await connect(addr, timeout=timeout, retry_refused=False)
+    await comm.close()
+
+
+async def assert_cannot_connect(addr: str, timeout: float = 0.5,
+                                exception_class: type[BaseException] = OSError) -> None:
+    """Check that connecting to ``addr`` fails with ``exception_class``."""
+    from distributed.comm import connect
+
+    with pytest.raises(exception_class):
+        comm = await connect(addr, timeout=timeout, retry_refused=False)
+        await comm.close()
+
+
+@contextlib.contextmanager
+def save_sys_modules() -> Iterator[None]:
+    """Forget modules imported and ``sys.path`` entries added by the block."""
+    modules = set(sys.modules)
+    path = list(sys.path)
+    try:
+        yield
+    finally:
+        sys.path[:] = path
+        for name in set(sys.modules) - modules:
+            del sys.modules[name]
+
+
+@contextlib.contextmanager
+def check_thread_leak() -> Iterator[None]:
+    """Fail if the block leaves threads behind (see ``clean``)."""
+    with clean(threads=True, processes=False, sockets=False, files=False):
+        yield
+
+
+@contextlib.contextmanager
+def check_process_leak(check: bool = True) -> Iterator[None]:
+    """Fail if the block leaves child processes behind (see ``clean``)."""
+    with clean(threads=False, processes=check, sockets=False, files=False):
+        yield
