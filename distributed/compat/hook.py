@@ -225,6 +225,8 @@ class _RealLoader:
 
     def exec_module(self, module: ModuleType) -> None:
         self.loader.exec_module(module)
+        if "__all__" not in module.__dict__:  # a bare package: star-import what the table gives
+            module.__all__ = public_names(module.__name__)
         attach(module)
 
     def __getattr__(self, name: str) -> Any:  # get_source, get_resource_reader, ...

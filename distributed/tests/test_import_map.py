@@ -250,6 +250,14 @@ def test_real_module_keeps_its_own_attributes_and_gains_old_names():
         distributed.scheduler.no_such_name  # noqa: B018
 
 
+def test_bare_package_star_imports_the_names_of_its_path():
+    namespace: dict = {}
+    exec("from distributed.scheduler import *", namespace)
+    assert namespace["Scheduler"] is distributed.Scheduler
+    assert namespace["KilledWorker"] is distributed.KilledWorker
+    assert "tokenize" in importlib.import_module("distributed.utils").__all__  # its own __all__ is kept
+
+
 def test_real_module_source_and_reload_still_work():
     import distributed.worker
 
