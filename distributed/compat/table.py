@@ -179,7 +179,8 @@ TABLE: dict[str, dict[str, str]] = {
     # Helpers
     # ------------------------------------------------------------------
     "distributed.metrics": _at("time", "time", "monotonic", "thread_time", "process_time"),
-    "distributed.sizeof": _at("distributed.utils", "sizeof", "safe_sizeof"),
+    # dask's dispatch (``sizeof.register(MyType)``), which our own sizeof consults
+    "distributed.sizeof": {"sizeof": "dask.sizeof:sizeof", "safe_sizeof": "distributed.utils:safe_sizeof"},
     "distributed.utils": {
         **_at("distributed.utils", "All", "sync", "LoopRunner", "thread_state", "key_split", "funcname",
               "tmpfile", "mp_context", "get_ip", "get_ipv6", "get_ip_interface", "ensure_ip",

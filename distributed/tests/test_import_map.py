@@ -226,6 +226,14 @@ def test_package_made_from_the_table_has_submodules():
         from distributed.diagnostics import progress  # noqa: F401
 
 
+def test_old_submodule_path_does_not_replace_the_name_of_the_same_name():
+    """``distributed.worker_client`` is a function and an old module path:
+    importing the module leaves the function in place, as upstream did."""
+    module = importlib.import_module("distributed.worker_client")
+    assert module.worker_client is distributed.worker_client
+    assert callable(distributed.worker_client) and not inspect.ismodule(distributed.worker_client)
+
+
 def test_module_whose_names_are_all_pending_cannot_be_imported():
     with pytest.raises(ImportError, match="issue 12") as info:
         import distributed.variable  # noqa: F401
