@@ -194,6 +194,19 @@ class Client(Submission, DataMovement, ClusterControl, Introspection):
     # Starting and closing
     # ------------------------------------------------------------------
 
+    @classmethod
+    def current(cls, allow_global: bool = True) -> Client:
+        """The client dask uses here (dask asks before any named scheduler):
+        the default client; ``ValueError`` when there is none.
+
+        >>> Client.current()          # doctest: +SKIP
+        <Client: 'tcp://127.0.0.1:8786' ...>
+        """
+        if not allow_global:
+            raise ValueError("no client is current in this context (Client.as_current() is not "
+                             "supported); call Client.current(allow_global=True) for the default client")
+        return default_client()
+
     @property
     def asynchronous(self) -> bool:
         """True when called from this client's own running loop."""

@@ -175,9 +175,10 @@ class Submission:
     def _graph_to_futures(self, dsk: dict, keys, workers=None, allow_other_workers=None,
                           resources=None, retries=None, priority: int = 0) -> dict:
         if dask_graphs.is_dask_graph(dsk):
-            return self._dask_graph_to_futures(dask_graphs.materialize(dsk), keys, workers,
+            graph = dask_graphs.materialize(dsk)
+            return self._dask_graph_to_futures(graph, keys, workers,
                                                allow_other_workers, resources, retries, priority,
-                                               annotations=dask_graphs.annotations_of(dsk))
+                                               annotations=dask_graphs.annotations_of(dsk, graph))
         dsk = dict(dsk)
         flat_keys = list(flatten_keys(keys))
         missing = [k for k in flat_keys if k not in dsk and k not in self.futures]
@@ -270,8 +271,9 @@ class Submission:
         for i, item in enumerate(items):
             if is_dask_collection(item):
                 expr = FinalizeCompute(collections_to_expr([item], optimize_graph)).optimize()
-                graph.update(dask_graphs.materialize(expr))
-                dask_graphs.merge_annotations(annotations, dask_graphs.annotations_of(expr))
+                item_graph = dask_graphs.materialize(expr)
+                graph.update(item_graph)
+                dask_graphs.merge_annotations(annotations, dask_graphs.annotations_of(expr, item_graph))
                 final_keys[i] = list(flatten_keys(expr.__dask_keys__()))[0]
         futures = self._dask_graph_to_futures(graph, list(final_keys.values()), workers,
                                               allow_other_workers, resources, retries, priority,
@@ -289,31 +291,17 @@ class Submission:
 
         >>> x = client.persist(x)               # doctest: +SKIP
         """
-        import dask
         from dask.base import is_dask_collection
 
         dask_graphs.use_task_based_shuffles()
         singleton = not isinstance(collections, (list, tuple, set))
         items = [collections] if singleton else list(collections)
         colls = [c for c in items if is_dask_collection(c)]
-        if optimize_graph and colls:
-            colls = list(dask.optimize(*colls))
-        graph: dict = {}
-        keys: list = []
-        annotations: dict = {}
-        for c in colls:
-            graph.update(dask_graphs.materialize(c))
-            dask_graphs.merge_annotations(annotations, dask_graphs.annotations_of(c))
-            keys.extend(flatten_keys(c.__dask_keys__()))
-        futures = self._dask_graph_to_futures(graph, keys, workers, allow_other_workers,
-                                              resources, retries, priority,
-                                              annotations) if colls else {}
         rebuilt = iter([])
         if colls:
-            built = []
-            for c in colls:
-                func, args = c.__dask_postpersist__()
-                built.append(func({k: futures[k] for k in flatten_keys(c.__dask_keys__())}, *args))
-            rebuilt = iter(built)
+            graph, annotations, keys, rebuild = dask_graphs.persist_graph(colls, optimize_graph)
+            futures = self._dask_graph_to_futures(graph, keys, workers, allow_other_workers,
+                                                  resources, retries, priority, annotations)
+            rebuilt = iter(rebuild(futures))
         out = [next(rebuilt) if is_dask_collection(item) else item for item in items]
         return out[0] if singleton else out
