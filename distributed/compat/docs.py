@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 
 from distributed.compat.hook import is_pending
-from distributed.compat.table import ALIASES, ISSUES, PENDING_PREFIX, TABLE
+from distributed.compat.table import ALIASES, ISSUES, NOTES, PENDING_PREFIX, TABLE
 
 __all__ = ["render", "default_path", "main"]
 
@@ -85,6 +86,8 @@ def render() -> str:
         entries = TABLE[path]
         title = _literal(path)
         parts.append(f"{title}\n{'-' * len(title)}\n")
+        if path in NOTES:
+            parts.append(textwrap.fill(NOTES[path], width=78) + "\n")
         if not entries:
             parts.append("A package here only for the submodules below.\n")
             continue

@@ -23,7 +23,7 @@ imports every entry.
 """
 from __future__ import annotations
 
-__all__ = ["TABLE", "ALIASES", "ISSUES", "PENDING_PREFIX"]
+__all__ = ["TABLE", "ALIASES", "ISSUES", "NOTES", "PENDING_PREFIX"]
 
 PENDING_PREFIX = "pending: "
 
@@ -44,6 +44,16 @@ ECOSYSTEM = f"{PENDING_PREFIX}issue 16, {ISSUES[16]}"
 
 #: module path prefixes that are other names of ours.
 ALIASES = {"dask.distributed": "distributed"}
+
+#: what the import map page says about a module path beyond its names.
+NOTES = {
+    "distributed.shuffle": (
+        "Peer-to-peer (p2p) shuffles and rechunks are not available here. Every p2p name dask "
+        "imports from this package, and every module below it, raises "
+        "``distributed.shuffle.P2PUnavailableError`` (an ``ImportError``) saying to use the "
+        "task-based method, which dask uses with our client by default."
+    ),
+}
 
 
 def _at(home: str, *names: str) -> dict[str, str]:
@@ -263,5 +273,6 @@ TABLE: dict[str, dict[str, str]] = {
     "distributed.deploy.adaptive_core": {"AdaptiveCore": DEPLOY},
     "distributed.deploy.ssh": {"SSHCluster": DEPLOY},
     "distributed.deploy.subprocess": {"SubprocessCluster": DEPLOY},
+    "distributed.shuffle": {"P2PUnavailableError": "distributed.shuffle:P2PUnavailableError"},
     "distributed.joblib": {"DistributedBackend": ECOSYSTEM},  # 1.x: importing it registered a backend
 }

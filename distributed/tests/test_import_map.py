@@ -241,6 +241,23 @@ def test_module_whose_names_are_all_pending_cannot_be_imported():
     assert "distributed.variable" not in sys.modules
 
 
+def test_shuffle_path_is_the_module_that_says_p2p_is_unavailable():
+    import distributed.shuffle
+
+    with pytest.raises(ImportError, match="p2p"):
+        from distributed.shuffle import rechunk_p2p  # noqa: F401
+    with pytest.raises(ImportError, match="task-based"):
+        importlib.import_module("distributed.shuffle._core")
+    assert distributed.shuffle.P2PUnavailableError is _home_object(
+        TABLE["distributed.shuffle"]["P2PUnavailableError"])
+
+
+def test_notes_are_about_paths_in_the_table():
+    from distributed.compat.table import NOTES
+
+    assert set(NOTES) <= set(TABLE)
+
+
 def test_unknown_module_path_is_still_module_not_found():
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("distributed.no_such_module")
