@@ -289,8 +289,8 @@ class Lock:
             raise ValueError("Lock takes client= or scheduler_rpc=, not both")
         if scheduler_rpc is not None and loop is None:
             raise ValueError("Lock(scheduler_rpc=...) needs loop=, the event loop that rpc runs on")
-        if loop is not None and scheduler_rpc is None and client is None:
-            raise ValueError("Lock(loop=...) is only meaningful with scheduler_rpc=")
+        if loop is not None and scheduler_rpc is None:
+            raise ValueError("Lock(loop=...) is only meaningful with scheduler_rpc= (a client brings its own loop)")
         self.name = uuid.uuid4().hex if name is None else name
         self._key = _normalize_name(self.name)
         self.id = uuid.uuid4().hex

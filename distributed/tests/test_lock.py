@@ -7,9 +7,12 @@ import time
 from datetime import timedelta
 
 import pytest
+from tornado.ioloop import IOLoop
 
 from distributed import Client, Scheduler, config, get_worker
+from distributed.coordination import lock as lock_module
 from distributed.coordination.lock import Lock, LockArgumentError, LockExtension, LockNotHeldError
+from distributed.core import rpc
 from distributed.scheduler import extensions as registry
 from distributed.utils_test import async_wait_for, cluster, gen_cluster, gen_test, wait_for
 
@@ -239,6 +242,33 @@ async def test_holder_whose_client_disconnects_lets_go(c, s, a, b):
         await asyncio.wait_for(waiting, 5)
     assert locks.ids["w"] != held.id
     assert "w" not in locks.events
+
+
+@gen_cluster(client=True)
+async def test_lock_through_a_bare_scheduler_rpc(c, s, a, b):
+    async with rpc(s.address) as scheduler:
+        lock = Lock("r", scheduler_rpc=scheduler, loop=IOLoop.current())
+        assert lock.client is None
+        assert await lock.acquire() is True
+        assert s.extensions["locks"].ids["r"] == lock.id
+        assert await Lock("r").acquire(timeout=0) is False  # through the client: same lock
+        await lock.release()
+        assert not s.extensions["locks"].ids
+        # a cancelled acquire abandons its request through the same rpc
+        holder = Lock("r")
+        await holder.acquire()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(lock.acquire(), 0.2)
+        await async_wait_for(lambda: "r" not in s.extensions["locks"].events and not lock_module._in_flight,
+                             timeout=5)
+        await holder.release()
+        assert not s.extensions["locks"].ids
+    with pytest.raises(ValueError, match="not both"):
+        Lock("r", client=c, scheduler_rpc=scheduler, loop=IOLoop.current())
+    with pytest.raises(ValueError, match="needs loop"):
+        Lock("r", scheduler_rpc=scheduler)
+    with pytest.raises(ValueError, match="only meaningful"):
+        Lock("r", client=c, loop=IOLoop.current())
 
 
 def test_lock_needs_a_client():
