@@ -71,6 +71,21 @@ async def test_dask_compute_inside_a_task_uses_the_workers_client(c, s, a):
     assert any("arange" in str(k) for k in watch.in_memory)
 
 
+def _total(x):
+    return int(x.sum().compute())
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)])
+async def test_persisted_collection_passed_into_a_task_computes_there(c, s, a):
+    x = c.persist(da.arange(100, chunks=10))
+    await wait(x)
+    watch = _watch(s)
+    # its futures arrive bound to the worker's client, which finds them held
+    assert await c.submit(_total, x) == 4950
+    assert not {f.key for f in futures_of(x)} & set(watch.started)
+    assert await c.submit(_total, da.arange(10, chunks=5)) == 45
+
+
 def test_dask_compute_and_persist_inside_tasks_in_worker_processes(loop):
     with cluster(nworkers=1) as (s, [a]):
         with Client(s["address"], loop=loop) as c:
