@@ -31,7 +31,7 @@ from distributed.protocol.serialize import (
     dumps_function,
     loads_function,
     pickle_loads,
-    serialize,
+    to_serialized,
 )
 
 __all__ = ["TaskRef", "NestedCall", "CALL", "WALK", "NODE", "make_spec", "pickled_function", "open_spec",
@@ -52,7 +52,7 @@ def make_spec(how: int, func: SharedBytes | None, obj: Any) -> tuple:
     >>> open_spec(make_spec(CALL, pickled_function(len), (("abc",), {})))
     (0, <built-in function len>, (('abc',), {}))
     """
-    payload = serialize(obj)
+    payload = to_serialized(obj)
     frames = payload.frames
     if payload.kind == "pickle" and len(frames) == 1 and len(frames[0]) < INLINE_LIMIT:
         return (how, func, bytes(frames[0]))

@@ -29,7 +29,7 @@ from typing import Any
 import msgpack
 
 from distributed.protocol.frames import ProtocolError
-from distributed.protocol.serialize import Serialize, Serialized, deserialize, serialize
+from distributed.protocol.serialize import Serialize, Serialized, deserialize, to_serialized
 
 __all__ = ["encode_message", "decode_message", "SharedBytes", "INLINE_LIMIT"]
 
@@ -94,7 +94,7 @@ def encode_message(msg: Any) -> list:
             shared[id(obj.data)] = len(shared)  # obj.data lives as long as msg
             return msgpack.ExtType(_EXT_SHARED, obj.data)
         if isinstance(obj, Serialize):
-            obj = serialize(obj.data)
+            obj = to_serialized(obj.data)
         elif not isinstance(obj, Serialized):
             if isinstance(obj, (set, frozenset)):
                 return list(obj)

@@ -27,6 +27,7 @@ __all__ = [
     "Serialized",
     "serialize",
     "deserialize",
+    "to_serialized",
     "pickle_dumps",
     "pickle_loads",
     "dumps_function",
@@ -77,6 +78,16 @@ class Serialized:
     def deserialize(self) -> Any:
         return deserialize(self.kind, self.frames)
 
+    @property
+    def header(self) -> dict:
+        """The header of dask.distributed's ``(header, frames)`` pair."""
+        return {"serializer": self.kind}
+
+    def __iter__(self):
+        # Code written for dask.distributed unpacks ``header, frames =
+        # serialize(x)`` and hands both to ``deserialize``.
+        return iter((self.header, self.frames))
+
     def __repr__(self) -> str:
         return f"<Serialized {self.kind}: {self.nbytes} bytes>"
 
@@ -90,14 +101,45 @@ class Serialized:
     __hash__ = None  # type: ignore[assignment]
 
 
-def serialize(obj: Any) -> Serialized:
-    """Frames for ``obj``.
+def serialize(obj: Any, serializers=None, on_error: str = "message", context=None) -> Serialized:
+    """Frames for ``obj``; also unpacks as dask.distributed's ``(header,
+    frames)`` pair, which ``deserialize`` takes back.
+
+    Everything is pickled here (protocol 5, buffers out of band), so
+    ``serializers`` must allow pickling (``"pickle"``, ``"dask"`` or
+    ``"cloudpickle"``); with ``on_error="message"`` an object that cannot be
+    pickled gives frames that raise its error when deserialized,
+    ``on_error="raise"`` raises at once.
 
     >>> s = serialize(b"abc")
     >>> s.kind, deserialize(s.kind, s.frames)
     ('bytes', b'abc')
-    >>> deserialize(*_astuple(serialize({"a": 1})))
+    >>> header, frames = serialize({"a": 1})
+    >>> deserialize(header, frames)
     {'a': 1}
+    """
+    if serializers is not None and not {"pickle", "dask", "cloudpickle"} & set(serializers):
+        raise TypeError(f"serializers={list(serializers)!r}: every value is pickled here, so the list must "
+                        "include 'pickle' (or 'dask' / 'cloudpickle')")
+    if on_error not in ("message", "raise"):
+        raise ValueError(f"on_error must be 'message' or 'raise', not {on_error!r}")
+    if context is not None:
+        raise TypeError("serialize(context=...): no serializer here uses a context; leave it out")
+    if on_error == "raise":
+        return to_serialized(obj)
+    try:
+        return to_serialized(obj)
+    except TypeError as e:
+        return Serialized("error", [str(e).encode()])
+
+
+def to_serialized(obj: Any) -> Serialized:
+    """Frames for ``obj`` (what the protocol uses; ``serialize`` is the
+    public form).  Raises ``TypeError`` naming the type when ``obj`` cannot
+    be pickled.
+
+    >>> to_serialized(b"abc").kind
+    'bytes'
     """
     if isinstance(obj, Serialized):
         return obj
@@ -107,8 +149,17 @@ def serialize(obj: Any) -> Serialized:
     return Serialized("pickle", pickle_dumps(obj))
 
 
-def deserialize(kind: str, frames: list) -> Any:
-    """The object that ``serialize`` turned into ``frames``."""
+def deserialize(kind: str | dict, frames: list, deserializers=None) -> Any:
+    """The object that ``serialize`` turned into ``frames``; ``kind`` is the
+    serializer's name or dask.distributed's header dict.
+
+    >>> deserialize({"serializer": "bytes"}, [b"abc"])
+    b'abc'
+    """
+    if isinstance(kind, dict):
+        kind = kind.get("serializer")
+    if deserializers is not None and kind == "pickle" and not {"pickle", "dask", "cloudpickle"} & set(deserializers):
+        raise TypeError(f"deserializers={list(deserializers)!r} do not allow unpickling these frames")
     if kind == "pickle":
         return pickle_loads(frames[0], frames[1:])
     if kind == "bytes":
@@ -119,6 +170,8 @@ def deserialize(kind: str, frames: list) -> Any:
         return frame if type(frame) is bytearray else bytearray(frame)
     if kind == "memoryview":
         return memoryview(frames[0])
+    if kind == "error":
+        raise TypeError(f"could not serialize the value: {bytes(frames[0]).decode(errors='replace')}")
     raise ValueError(f"unknown serialization kind {kind!r}")
 
 
