@@ -308,3 +308,39 @@ def test_new_buffer_is_a_writable_buffer_of_the_size_asked(n):
     assert len(buf) == n and not buf.readonly
     buf[-3:] = b"end"
     assert bytes(buf[-3:]) == b"end"
+
+
+def test_serialize_in_dask_distributed_shape():
+    """Old code unpacks ``header, frames = serialize(x)``."""
+    import numpy as np
+
+    from distributed.protocol import deserialize, serialize
+
+    header, frames = serialize(np.arange(10))
+    assert header["serializer"] == "pickle"
+    assert (deserialize(header, frames) == np.arange(10)).all()
+    header, frames = serialize(b"abc", serializers=["dask", "pickle"])
+    assert deserialize(header, frames, deserializers=["dask", "pickle"]) == b"abc"
+
+
+def test_serialize_on_error_message_and_raise():
+    import threading
+
+    from distributed.protocol import deserialize, serialize
+
+    header, frames = serialize(threading.Lock(), on_error="message")
+    with pytest.raises(TypeError, match="lock"):
+        deserialize(header, frames)
+    with pytest.raises(TypeError, match="lock"):
+        serialize(threading.Lock(), on_error="raise")
+
+
+def test_serialize_keywords_it_cannot_honour_raise():
+    from distributed.protocol import serialize
+
+    with pytest.raises(TypeError, match="pickle"):
+        serialize(1, serializers=["msgpack"])
+    with pytest.raises(TypeError, match="context"):
+        serialize(1, context={"recipient": "x"})
+    with pytest.raises(ValueError, match="on_error"):
+        serialize(1, on_error="ignore")
