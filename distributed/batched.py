@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from distributed.comm import Comm, CommClosedError
+from distributed.protocol import MessageTooLargeError
 
 __all__ = ["BatchedSend"]
 
@@ -31,8 +33,12 @@ class BatchedSend:
     >>> bs.send({"op": "task-finished", ...})   # doctest: +SKIP
     """
 
-    def __init__(self, name: str = ""):
+    def __init__(self, name: str = "",
+                 on_too_large: Callable[[Any, MessageTooLargeError], None] | None = None):
         self.name = name
+        # Called with a message that is over the maximum message size on its
+        # own; it is dropped, the stream goes on.
+        self.on_too_large = on_too_large
         self.comm: Comm | None = None
         self.buffer: list = []
         self.message_count = 0
@@ -71,6 +77,10 @@ class BatchedSend:
             try:
                 self.byte_count += await comm.write(payload)
                 self.batch_count += 1
+            except MessageTooLargeError:
+                # Nothing was written: send one message per write instead.
+                if not await self._write_one_by_one(comm, payload):
+                    break
             except CommClosedError:
                 logger.debug(
                     "BatchedSend %s: connection closed, %d messages dropped",
@@ -83,6 +93,25 @@ class BatchedSend:
                 comm.abort()
                 break
         self.buffer = []
+
+    async def _write_one_by_one(self, comm: Comm, payload: list) -> bool:
+        """Write each message alone; one too large by itself is dropped and
+        reported.  False if the connection closed."""
+        for msg in payload:
+            try:
+                self.byte_count += await comm.write([msg])
+                self.batch_count += 1
+            except MessageTooLargeError as e:
+                op = msg.get("op") if isinstance(msg, dict) else type(msg).__name__
+                logger.error("BatchedSend %s: dropped a %r message: %s", self.name, op, e)
+                if self.on_too_large is not None:
+                    try:
+                        self.on_too_large(msg, e)
+                    except Exception:
+                        logger.exception("BatchedSend %s: on_too_large failed", self.name)
+            except CommClosedError:
+                return False
+        return True
 
     async def close(self, timeout: float = 2) -> None:
         """Flush what is buffered, then close the connection."""

@@ -126,7 +126,7 @@ defaults: dict[str, Any] = {
             "compression": False,
             "shard": "64MiB",
             "offload": "10MiB",
-            "max-message-size": "2GiB",
+            "max-message-size": "auto",  # half the memory; see comm/tcp.py
             "default-scheme": "tcp",
             "socket-backlog": 2048,
             "recent-messages-log-length": 0,

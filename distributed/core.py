@@ -28,8 +28,9 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 from distributed import config
 from distributed.comm import Comm, CommClosedError, connect, listen, normalize_address
+from distributed.comm.tcp import configured_max_message_size
 from distributed.exceptions import error_message, raise_remote
-from distributed.protocol import ProtocolError
+from distributed.protocol import MessageTooLargeError, ProtocolError
 
 __all__ = ["Server", "rpc", "ConnectionPool", "send_recv", "Status", "NO_REPLY"]
 
@@ -52,7 +53,9 @@ NO_REPLY = object()
 
 
 def _max_message_size() -> int:
-    return config.get_bytes("distributed.comm.max-message-size")
+    """``distributed.comm.max-message-size`` in bytes (read when a server
+    starts listening; each outgoing connection reads it when it opens)."""
+    return configured_max_message_size()
 
 
 class Server:
@@ -267,8 +270,10 @@ class Server:
             return True
         except CommClosedError:
             return False
-        except TypeError as e:  # unencodable reply: tell the caller why
-            logger.error("%s: cannot encode reply: %s", self.id, e)
+        except (TypeError, MessageTooLargeError) as e:
+            # Unencodable, or too large to send (refused before any byte was
+            # written): tell the caller why instead of leaving it waiting.
+            logger.error("%s: cannot send reply to %s: %s", self.id, comm.peer_address, e)
             try:
                 await comm.write(error_message(e))
                 return True
@@ -316,8 +321,16 @@ class Server:
                 # Let go of this batch now, not when the next one arrives: a
                 # large graph would otherwise stay in memory in between.
                 msgs = msg = None
-        except (CommClosedError, ProtocolError) as e:
+        except CommClosedError as e:
             logger.debug("%s: stream from %s ended: %s", self.id, comm.peer_address, e)
+        except ProtocolError as e:  # the connection is closed; say why
+            logger.warning("%s: stream from %s ended: %s", self.id, comm.peer_address, e)
+
+
+def _nothing_sent(e: BaseException) -> bool:
+    """The request was refused before any byte was written (too large):
+    the connection is still at a message boundary and may be reused."""
+    return isinstance(e, MessageTooLargeError) and e.direction == "send"
 
 
 async def send_recv(comm: Comm, reply: bool = True, **kwargs) -> Any:
@@ -376,11 +389,14 @@ class rpc:
             comm = await self._get_comm()
             try:
                 result = await send_recv(comm, op=op, **kwargs)
-            except BaseException:
-                comm.abort()
-                raise
-            finally:
+            except BaseException as e:
                 self._busy.discard(comm)
+                if _nothing_sent(e):
+                    self._idle.append(comm)
+                else:
+                    comm.abort()
+                raise
+            self._busy.discard(comm)
             if not comm.closed():
                 self._idle.append(comm)
             return result
@@ -516,8 +532,9 @@ class _PooledRPC:
             comm = await self.pool.connect(self.address)
             try:
                 return await send_recv(comm, op=op, **kwargs)
-            except BaseException:
-                comm.abort()
+            except BaseException as e:
+                if not _nothing_sent(e):
+                    comm.abort()
                 raise
             finally:
                 self.pool.reuse(self.address, comm)

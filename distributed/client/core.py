@@ -276,7 +276,7 @@ class Client(Submission, DataMovement, ClusterControl, Introspection):
             self.scheduler = rpc(self._address, timeout=timeout)
         if self.connection_pool is None:
             self.connection_pool = ConnectionPool(limit=self._connection_limit)
-        self._stream = BatchedSend(name="client->scheduler")
+        self._stream = BatchedSend(name="client->scheduler", on_too_large=self._on_message_too_large)
         self._stream.start(comm)
         self.status = "running"
         pending, self._pending_msgs = self._pending_msgs, []
@@ -378,6 +378,15 @@ class Client(Submission, DataMovement, ClusterControl, Introspection):
             st.set_lost(exc, tb)
         else:
             st.set_error(exc, tb)
+
+    def _on_message_too_large(self, msg, exc: BaseException) -> None:
+        """A graph over the maximum message size never reached the
+        scheduler: its futures fail with the reason instead of waiting."""
+        if isinstance(msg, dict) and msg.get("op") == "update-graph":
+            for key in msg.get("tasks", ()):
+                st = self.futures.get(key)
+                if st is not None and st.status == "pending":
+                    st.set_error(exc, None)
 
     def _on_lost_data(self, key=None, **kwargs) -> None:
         st = self.futures.get(key)

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 
 from distributed import context
 from distributed.comm import CommClosedError
+from distributed.comm.tcp import configured_max_message_size
 from distributed.futures import Future, futures_of
-from distributed.protocol import Serialize, serialize
+from distributed.protocol import MessageTooLargeError, Serialize, serialize
 from distributed.structure import substitute_results
 from distributed.utils import tokenize
 
@@ -105,6 +106,17 @@ class DataMovement:
         async def from_worker(worker, ks):
             try:
                 return worker, ks, await pool(worker).get_data(keys=ks, who=self.id)
+            except MessageTooLargeError:
+                if len(ks) == 1:
+                    raise
+                # Too large together, not necessarily one by one.
+                got: dict = {}
+                for k in ks:
+                    _, _, response = await from_worker(worker, [k])
+                    if isinstance(response, BaseException):
+                        return worker, ks, response
+                    got.update(response.get("data", {}))
+                return worker, ks, {"status": "OK", "data": got}
             except (OSError, CommClosedError) as e:
                 return worker, ks, e
 
@@ -181,8 +193,16 @@ class DataMovement:
             slots = [w for w in sorted(targets) for _ in range(max(1, nthreads[w]))]
             for i, k in enumerate(serialized):
                 assignment.setdefault(slots[i % len(slots)], {})[k] = serialized[k]
+        # A value over the size limit fails here, before anything is sent
+        # (no worker is left holding part of a failed scatter); values that
+        # fit go to each worker in as many messages as they need.
+        limit = configured_max_message_size()
+        for k, s in serialized.items():
+            if s.nbytes > limit:
+                raise MessageTooLargeError(s.nbytes, limit, "send", f"a worker (scattering {k!r})")
         pool = self.connection_pool
-        await asyncio.gather(*(pool(w).update_data(data=d, report=False) for w, d in assignment.items()))
+        await asyncio.gather(*(pool(w).update_data(data=part, report=False)
+                               for w, d in assignment.items() for part in _parts(d, limit // 2)))
         who_has: dict = {}
         for w, d in assignment.items():
             for k in d:
@@ -325,6 +345,20 @@ class DataMovement:
     def unpublish_dataset(self, name, **kwargs):
         """Remove a published dataset name (its futures may be released)."""
         return self.sync(self.scheduler.publish_delete, name=name)
+
+
+def _parts(serialized: dict, most: int) -> list[dict]:
+    """``serialized`` split into dicts of at most ``most`` bytes each (a
+    larger value alone)."""
+    parts: list[dict] = [{}]
+    size = 0
+    for k, s in serialized.items():
+        if parts[-1] and size + s.nbytes > most:
+            parts.append({})
+            size = 0
+        parts[-1][k] = s
+        size += s.nbytes
+    return parts
 
 
 async def _wait_all(futures) -> None:

@@ -5,6 +5,18 @@ It belongs to the event loop that created it and is not thread-safe.
 Errors on the connection surface as ``CommClosedError``; bytes that are not a
 valid message raise ``ProtocolError`` and close the connection, because the
 stream can no longer be trusted to be at a message boundary.
+
+Size limit
+----------
+Each ``Comm`` has a ``max_message_size`` (by default the setting
+``distributed.comm.max-message-size``), checked at both ends with
+``MessageTooLargeError``: ``write`` raises it before a single byte goes out,
+so the connection stays usable; ``read`` raises it as soon as the prelude
+announces more, without reading the payload, and closes the connection.
+Tornado's own read limit (``max_buffer_size``, 100 MB unless told otherwise)
+also counts the buffers we read frames into, so every stream here gets one
+above ours: otherwise a value between the two limits would be refused by
+Tornado with a closed connection and a log line, which callers would retry.
 """
 
 from __future__ import annotations
@@ -23,6 +35,8 @@ from tornado.tcpserver import TCPServer
 from distributed.comm.addressing import get_address_host_port, normalize_address
 from distributed.protocol import ProtocolError, buffers, decode_message, encode_message
 from distributed.protocol.frames import (
+    MAX_FRAMES,
+    check_message_size,
     pack_frames_prelude,
     parse_frame_count,
     parse_frame_lengths,
@@ -35,7 +49,55 @@ logger = logging.getLogger(__name__)
 #: Messages up to this size are read in one piece and written as one buffer.
 _SMALL = 2**16
 
-DEFAULT_MAX_MESSAGE_SIZE = 2**31
+
+def configured_max_message_size() -> int:
+    """The limit set by ``distributed.comm.max-message-size``, in bytes:
+    a size such as ``"4GiB"``, or ``"auto"`` for half of this machine's
+    memory (what Tornado allowed upstream dask.distributed).
+
+    >>> configured_max_message_size() > 0
+    True
+    """
+    from distributed import config
+
+    value = config.get("distributed.comm.max-message-size")
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return _memory_size() // 2
+    limit = config.get_bytes("distributed.comm.max-message-size")
+    if limit is None or limit <= 0:
+        raise ValueError(
+            "distributed.comm.max-message-size must be 'auto' or a positive size such as "
+            f"'4GiB', not {value!r}"
+        )
+    return limit
+
+
+_memory: int | None = None
+
+
+def _memory_size() -> int:
+    """Memory of this machine, or of its container when that is smaller."""
+    global _memory
+    if _memory is None:
+        import psutil
+
+        total = psutil.virtual_memory().total
+        for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+            try:
+                with open(path) as f:
+                    total = min(total, int(f.read().strip()))
+            except (OSError, ValueError):  # absent, or "max": no container limit
+                pass
+        _memory = total
+    return _memory
+
+
+def _tornado_buffer_limit(max_message_size: int) -> int:
+    """A Tornado ``max_buffer_size`` that never refuses what we accept: the
+    largest frame we read into one buffer, or the largest prelude (read
+    through Tornado's own buffer), plus room for the 64 KiB chunks it reads
+    ahead."""
+    return max(max_message_size, 8 * (MAX_FRAMES + 1)) + 2**20
 
 
 class CommClosedError(IOError):
@@ -55,15 +117,31 @@ class Comm:
         local_address: str,
         peer_address: str,
         deserialize: bool = True,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size: int | None = None,
     ):
         self.stream = stream
         self.local_address = local_address
         self.peer_address = peer_address
         self.deserialize = deserialize
+        if max_message_size is None:
+            max_message_size = configured_max_message_size()
         self.max_message_size = max_message_size
         self.name: str | None = None
         stream.set_nodelay(True)
+
+    @property
+    def max_message_size(self) -> int:
+        """Largest message, in bytes, this connection writes or reads."""
+        return self._max_message_size
+
+    @max_message_size.setter
+    def max_message_size(self, value: int) -> None:
+        if type(value) is not int or value <= 0:
+            raise ValueError(f"max_message_size must be a positive int, not {value!r}")
+        self._max_message_size = value
+        # Tornado checks its limit against the buffer a frame is read into.
+        self.stream.max_buffer_size = max(self.stream.max_buffer_size or 0,
+                                          _tornado_buffer_limit(value))
 
     def __repr__(self) -> str:
         state = "closed" if self.closed() else "open"
@@ -75,7 +153,8 @@ class Comm:
         try:
             n = parse_frame_count(await stream.read_bytes(8))
             lengths, as_bytes = parse_frame_lengths(
-                await stream.read_bytes(8 * n), n, self.max_message_size
+                await stream.read_bytes(8 * n), n, self.max_message_size, self.peer_address,
+                self.local_address,
             )
             total = sum(lengths)
             if total <= _SMALL:
@@ -119,16 +198,22 @@ class Comm:
         return frames
 
     async def write(self, msg: Any) -> int:
-        """Write one message; returns the number of bytes written."""
+        """Write one message; returns the number of bytes written.
+
+        A message over ``max_message_size`` raises ``MessageTooLargeError``
+        before anything is written: the connection can carry on.
+        """
         if self.stream.closed():
             raise CommClosedError(f"connection to {self.peer_address} is closed")
         frames = encode_message(msg)
         return await self.write_frames(frames)
 
     async def write_frames(self, frames: list) -> int:
+        """Write already encoded frames (see ``write``)."""
         frames = [_as_bytes_view(f) for f in frames]
-        prelude = pack_frames_prelude(frames)
         total = sum(len(f) for f in frames)
+        check_message_size(total, self.max_message_size, "send", self.peer_address, self.local_address)
+        prelude = pack_frames_prelude(frames)
         stream = self.stream
         try:
             if total <= _SMALL:
@@ -201,9 +286,7 @@ async def connect(
     >>> comm = await connect("tcp://127.0.0.1:8786")  # doctest: +SKIP
     """
     if max_message_size is None:
-        from distributed import config
-
-        max_message_size = config.get_bytes("distributed.comm.max-message-size")
+        max_message_size = configured_max_message_size()
     global _tcp_client
     address = normalize_address(address)
     host, port = get_address_host_port(address)
@@ -216,7 +299,10 @@ async def connect(
         remaining = deadline - loop.time()
         try:
             stream = await asyncio.wait_for(
-                _tcp_client.connect(host, port), max(remaining, 0.001)
+                _tcp_client.connect(
+                    host, port, max_buffer_size=_tornado_buffer_limit(max_message_size)
+                ),
+                max(remaining, 0.001),
             )
             break
         except (StreamClosedError, OSError) as e:
@@ -247,15 +333,20 @@ async def connect(
 
 
 class Listener(TCPServer):
-    """Accepts connections and hands each new ``Comm`` to ``handler``."""
+    """Accepts connections and hands each new ``Comm`` to ``handler``.
+
+    ``max_message_size`` defaults to ``distributed.comm.max-message-size``.
+    """
 
     def __init__(
         self,
         handler: Callable[[Comm], Awaitable[None]],
         deserialize: bool = True,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size: int | None = None,
     ):
-        super().__init__(max_buffer_size=max_message_size + 2**20)
+        if max_message_size is None:
+            max_message_size = configured_max_message_size()
+        super().__init__(max_buffer_size=_tornado_buffer_limit(max_message_size))
         self.handler = handler
         self.deserialize = deserialize
         self.max_message_size = max_message_size
@@ -297,7 +388,7 @@ def listen(
     address: str,
     handler: Callable[[Comm], Awaitable[None]],
     deserialize: bool = True,
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_message_size: int | None = None,
 ) -> Listener:
     """Start listening on ``address`` (port 0 picks a free port).
 

@@ -4,6 +4,7 @@ Pure functions only: nothing in this package touches a socket or a loop.
 """
 
 from distributed.protocol.frames import (
+    MessageTooLargeError,
     ProtocolError,
     pack_frames_prelude,
     unpack_frames,
@@ -21,6 +22,7 @@ from distributed.protocol.serialize import (
 )
 
 __all__ = [
+    "MessageTooLargeError",
     "ProtocolError",
     "Serialize",
     "Serialized",

@@ -11,6 +11,11 @@ go to the socket uncopied.
 The top bit of a length marks a frame that was a ``bytes`` object of at
 least ``AS_BYTES_MIN`` bytes: the receiver reads it straight into a new
 ``bytes`` object, rather than into a buffer it would then copy from.
+
+Every length is 64 bits, so one frame may be larger than 2 or 4 GiB.  The
+only limit is the maximum message size, the sum of the frame lengths, which
+both ends check: the sender before it writes a byte, the receiver as soon
+as it has the prelude (``MessageTooLargeError``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-__all__ = ["ProtocolError", "pack_frames_prelude", "unpack_frames", "MAX_FRAMES"]
+__all__ = [
+    "MAX_FRAMES",
+    "MessageTooLargeError",
+    "ProtocolError",
+    "check_message_size",
+    "pack_frames_prelude",
+    "unpack_frames",
+]
 
 #: A message with more frames than this is refused as malformed.
 MAX_FRAMES = 1_000_000
@@ -31,6 +43,80 @@ AS_BYTES_MIN = 2**16
 
 class ProtocolError(ValueError):
     """Bytes from the network that do not form a valid message."""
+
+
+#: The setting that sets the limit, and its environment variable; every
+#: "too large" error names both, since that is what the user can change.
+MAX_MESSAGE_SIZE_SETTING = "distributed.comm.max-message-size"
+MAX_MESSAGE_SIZE_ENV = "DASK_DISTRIBUTED__COMM__MAX_MESSAGE_SIZE"
+
+
+class MessageTooLargeError(ProtocolError):
+    """A message larger than the maximum message size.
+
+    Raised by a sender before it writes any byte, so the connection stays
+    usable (``direction="send"``), and by a receiver that reads a prelude
+    announcing more, which then closes the connection without reading the
+    payload (``direction="receive"``).  It pickles, so it can travel back to
+    whoever asked for the data in an error reply.
+
+    >>> e = MessageTooLargeError(3_000, 1_000, "send", "tcp://127.0.0.1:8786")
+    >>> e.size, e.limit
+    (3000, 1000)
+    >>> print(e)  # doctest: +NORMALIZE_WHITESPACE
+    cannot send a message of 3,000 bytes (2.9 KiB) to tcp://127.0.0.1:8786:
+    it exceeds the maximum message size of 1,000 bytes. Raise
+    distributed.comm.max-message-size (environment variable
+    DASK_DISTRIBUTED__COMM__MAX_MESSAGE_SIZE) in every process of the
+    cluster, or move less data in one message.
+    """
+
+    def __init__(self, size: int, limit: int, direction: str = "receive", peer: str = "",
+                 local: str = ""):
+        if direction not in ("send", "receive"):
+            raise ValueError(f"direction must be 'send' or 'receive', not {direction!r}")
+        self.size = size
+        self.limit = limit
+        self.direction = direction
+        self.peer = peer
+        self.local = local
+        if direction == "send":
+            what = (f"cannot send a message of {_describe_size(size)}"
+                    + (f" from {local}" if local else "") + (f" to {peer}" if peer else ""))
+        else:
+            what = (f"refused a message of {_describe_size(size)}"
+                    + (f" from {peer}" if peer else "") + (f" at {local}" if local else ""))
+        super().__init__(
+            f"{what}: it exceeds the maximum message size of {_describe_size(limit)}. "
+            f"Raise {MAX_MESSAGE_SIZE_SETTING} (environment variable {MAX_MESSAGE_SIZE_ENV}) "
+            "in every process of the cluster, or move less data in one message."
+        )
+
+    def __reduce__(self):
+        # The default would call the class with the message text alone.
+        return type(self), (self.size, self.limit, self.direction, self.peer, self.local)
+
+
+def _describe_size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n:,} bytes ({n / scale:.1f} {unit})"
+    return f"{n:,} bytes"
+
+
+def check_message_size(size: int, limit: int, direction: str = "send", peer: str = "",
+                       local: str = "") -> None:
+    """Raise ``MessageTooLargeError`` if ``size`` bytes exceed ``limit``.
+
+    >>> check_message_size(10, 100)
+    >>> try:
+    ...     check_message_size(200, 100)
+    ... except MessageTooLargeError as e:
+    ...     print(e.size, e.limit, e.direction)
+    200 100 send
+    """
+    if size > limit:
+        raise MessageTooLargeError(size, limit, direction, peer, local)
 
 
 def pack_frames_prelude(frames: Sequence) -> bytes:
@@ -52,18 +138,20 @@ def parse_frame_count(header: bytes, max_frames: int = MAX_FRAMES) -> int:
     return n
 
 
-def parse_frame_lengths(data: bytes, n: int, max_size: int) -> tuple[list[int], list[bool]]:
+def parse_frame_lengths(
+    data: bytes, n: int, max_size: int, peer: str = "", local: str = ""
+) -> tuple[list[int], list[bool]]:
     """Read ``n`` frame lengths, and which frames are to arrive as
-    ``bytes``; check the total against ``max_size`` bytes."""
+    ``bytes``; a total over ``max_size`` bytes is a ``MessageTooLargeError``
+    (from ``peer``), before any of the payload is read.
+
+    >>> parse_frame_lengths(pack_frames_prelude([b"ab", b"c"])[8:], 2, 10)
+    ([2, 1], [False, False])
+    """
     raw = struct.unpack(f"<{n}Q", data)
     lengths = [x & ~_AS_BYTES for x in raw]
     as_bytes = [bool(x & _AS_BYTES) for x in raw]
-    total = sum(lengths)
-    if total > max_size:
-        raise ProtocolError(
-            f"message of {total} bytes exceeds the maximum message size of "
-            f"{max_size} bytes (setting distributed.comm.max-message-size)"
-        )
+    check_message_size(sum(lengths), max_size, "receive", peer, local)
     return lengths, as_bytes
 
 

@@ -214,8 +214,7 @@ class Scheduler(Server):
         from distributed.comm import listen
 
         self.listener = listen(f"tcp://{self._host}:{self._port}", self.handle_comm,
-                               deserialize=False,
-                               max_message_size=config.get_bytes("distributed.comm.max-message-size"))
+                               deserialize=False)  # limit: distributed.comm.max-message-size
         self.status = Status.running
         ttl = self.worker_ttl
         if ttl:

@@ -400,7 +400,7 @@ def test_get_timedelta_and_bytes():
     assert get_timedelta("distributed.comm.timeouts.connect", "1m") == 60.0
     assert get_timedelta("distributed.scheduler.idle-timeout") is None
     assert get_bytes("distributed.comm.offload") == 10 * 2**20
-    assert get_bytes("distributed.comm.max-message-size") == 2 * 2**30
+    assert get("distributed.comm.max-message-size") == "auto"  # half the memory (comm/tcp.py)
     assert get_bytes("distributed.scheduler.default-data-size") == 1024
     assert get_bytes("distributed.comm.offload", override="1kB") == 1000
     with config.set({"distributed.comm.offload": None}):

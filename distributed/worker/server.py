@@ -28,11 +28,12 @@ import psutil
 from distributed import config, context
 from distributed.batched import BatchedSend
 from distributed.comm import CommClosedError, connect, get_address_host, normalize_address
+from distributed.comm.tcp import configured_max_message_size
 from distributed.context import get_worker
 from distributed.core import Server, Status
 from distributed.dask_graphs import run_node
 from distributed.exceptions import Reschedule, error_message
-from distributed.protocol import Serialize
+from distributed.protocol import MessageTooLargeError, Serialize
 from distributed.remote_call import run_user_function
 from distributed.spec import NODE, WALK, open_spec, run_spec_call
 from distributed.spill import SpillBuffer
@@ -195,7 +196,8 @@ class Worker(Server):
         self._own_executor = executor is None
         self.state = WorkerState(self.nthreads, self.data, resources=self.resources,
                                  max_gather_peers=config.get("distributed.worker.connections.outgoing", 50),
-                                 validate=self.validate)
+                                 validate=self.validate,
+                                 max_transfer_bytes=configured_max_message_size() // 2)
         self.batched_stream: BatchedSend | None = None
         self._scheduler_comm = None
         self._closed_event: asyncio.Event | None = None
@@ -647,6 +649,10 @@ class Worker(Server):
             response = await self.rpc(inst.worker).get_data(keys=inst.keys, who=self.address)
             data = response.get("data", {}) if isinstance(response, dict) else {}
             instructions = self.state.handle_gather_dep_success(inst.worker, inst.keys, data)
+        except MessageTooLargeError as e:  # asking again would fail again: the tasks fail
+            logger.error("Worker %s: cannot fetch %s from %s: %s", self.address, inst.keys, inst.worker, e)
+            instructions = self.state.handle_gather_dep_error(
+                inst.worker, inst.keys, _task_error_fields(error_message(e)))
         except (OSError, CommClosedError) as e:
             logger.info("Worker %s: could not fetch %d keys from %s: %s",
                         self.address, len(inst.keys), inst.worker, e)

@@ -138,7 +138,7 @@ class WorkerState:
 
     def __init__(self, nthreads: int, data, address: str = "", resources: dict | None = None,
                  max_gather_peers: int = 10, validate: bool = False,
-                 story_length: int = 10_000):
+                 story_length: int = 10_000, max_transfer_bytes: int | None = None):
         self.nthreads = nthreads
         self.data = data
         # A SpillBuffer takes the size we already know instead of measuring again.
@@ -147,6 +147,9 @@ class WorkerState:
         self.total_resources = dict(resources or {})
         self.available_resources = dict(resources or {})
         self.max_gather_peers = max_gather_peers
+        # Bundled fetches stay under this (part of the maximum message size),
+        # so keys that fit one by one are never refused together.
+        self.max_transfer_bytes = max_transfer_bytes
         self.validate = validate
         self.tasks: dict[Any, TaskState] = {}
         self.ready: list = []  # heap of (priority, counter, TaskState)
@@ -394,6 +397,37 @@ class WorkerState:
                 self._fetch_failed(ts)
         return self._next()
 
+    def handle_gather_dep_error(self, worker: str, requested: Iterable, error: dict) -> list:
+        """``worker`` cannot send these keys however often we ask (a value
+        over the maximum message size): the tasks here that wait for them
+        fail with ``error`` (task-erred fields) instead of fetching again."""
+        self.in_flight_workers.pop(worker, None)
+        for key in requested:
+            ts = self.tasks.get(key)
+            if ts is None:
+                continue
+            ts.coming_from = None
+            if ts.state == "cancelled":
+                self._release(ts)
+                continue
+            if ts.state != "flight":
+                continue
+            self.log.append((key, "gather-dep-error"))
+            if ts.wanted and ts.run_spec is not None:
+                self._schedule(ts)  # we were asked to compute it here as well
+                continue
+            ts.state = "released"  # fetched again only if a retried task asks for it
+            for dts in ts.dependents:
+                if dts.state == "waiting" and ts in dts.waiting_for_data:
+                    dts.waiting_for_data.clear()
+                    dts.state = "error"
+                    self.log.append((dts.key, "error"))
+                    if dts.wanted:
+                        self.scheduler_msgs.append({"op": "task-erred", "key": dts.key, **error})
+            if not ts.dependents and not ts.wanted:
+                self._forget(ts)
+        return self._next()
+
     def handle_new_holders(self, who_has: dict) -> list:
         """Fresh locations for keys we could not find."""
         for key, holders in who_has.items():
@@ -584,12 +618,13 @@ class WorkerState:
             total = max(ts.nbytes, 0)
             # Bundle other keys this peer holds, highest priority first.
             rest = []
+            limit = self.max_transfer_bytes
             while heap and total < TRANSFER_BYTES_TARGET:
                 other = heapq.heappop(heap)
                 ots = other[2]
                 if ots.state != "fetch":
                     continue
-                if worker in ots.who_has:
+                if worker in ots.who_has and (limit is None or total + max(ots.nbytes, 0) <= limit):
                     keys.append(ots)
                     total += max(ots.nbytes, 0)
                 else:
