@@ -40,6 +40,7 @@ __all__ = [
     "current_worker",
     "default_client",
     "get_worker",
+    "global_client",
     "receiving_for",
     "register_client",
     "set_default_client",
@@ -101,6 +102,19 @@ def default_client(c: Client | None = None) -> Client:
     raise ValueError(
         "No clients found. Start a client and point it to the scheduler address:\n"
         "    from distributed import Client\n    client = Client('ip-addr-of-scheduler:8786')")
+
+
+def global_client() -> Client | None:
+    """The default client, or None when there is none (dask.distributed's
+    ``_get_global_client``, which fsspec's ``dask://`` filesystem imports).
+
+    >>> global_client() is None or global_client().status == "running"
+    True
+    """
+    try:
+        return default_client()
+    except ValueError:
+        return None
 
 
 def current_worker() -> Worker | None:

@@ -111,7 +111,7 @@ TABLE: dict[str, dict[str, str]] = {
         **_at("distributed.exceptions", "CancelledError", "TimeoutError"),
         "WrappedKey": "dask._task_spec:TaskRef",  # 1.x home; the base class of Future
         **_pending(DIAGNOSTICS, "performance_report", "get_task_stream", "get_task_metadata"),
-        "_get_global_client": ECOSYSTEM,  # fsspec's dask:// filesystem imports it
+        "_get_global_client": "distributed.context:global_client",  # fsspec's dask:// filesystem imports it
     },
     "distributed.executor": {  # 1.x module of the Executor (now Client)
         "Executor": "distributed.client:Client",
