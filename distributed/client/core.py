@@ -43,6 +43,7 @@ from distributed.batched import BatchedSend
 from distributed.client.control import ClusterControl
 from distributed.client.data import DataMovement, _Datasets
 from distributed.client.introspection import Introspection
+from distributed.client.queues import stop_feeders
 from distributed.client.submission import Submission
 from distributed.comm import CommClosedError, connect, normalize_address
 from distributed.context import default_client
@@ -438,6 +439,7 @@ class Client(Submission, DataMovement, ClusterControl, Introspection):
         if self.status == "closed":
             return
         self.status = "closing"
+        await stop_feeders(self)  # threads of scatter/map over a queue.Queue
         if self._reconnect_task is not None and self._reconnect_task is not asyncio.current_task():
             self._reconnect_task.cancel()
         if self._stream is not None and not self._stream.closed():

@@ -11,9 +11,10 @@ import asyncio
 import logging
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 
 from distributed import context
+from distributed.client.queues import QueueFeeder, is_queue
 from distributed.comm import CommClosedError
 from distributed.comm.tcp import configured_max_message_size
 from distributed.futures import Future, futures_of
@@ -142,21 +143,48 @@ class DataMovement:
     # ------------------------------------------------------------------
 
     def scatter(self, data, workers=None, broadcast: bool = False, direct=None, hash: bool = True,
-                timeout=None, asynchronous=None):
+                timeout=None, asynchronous=None, maxsize: int = 0):
         """Send local data to workers; Futures of the same shape come back.
+
+        A list, tuple, set or frozenset gives the same type of Futures, a
+        dict gives a dict with the same keys (the keys are the data's keys),
+        any other iterable (a generator, ``range``, a dict's ``keys()``...)
+        gives a list, and a single value gives one Future.  A
+        ``queue.Queue`` gives at once a ``queue.Queue`` (of at most
+        ``maxsize`` items, 0: no limit) that a thread fills with a Future
+        per item as items arrive, until a ``StopIteration`` item or the
+        client closes (the old streaming API).
 
         >>> a, b = client.scatter([1, 2])           # doctest: +SKIP
         >>> d = client.scatter({"x": 1})            # doctest: +SKIP
+        >>> out = client.scatter(queue.Queue())     # doctest: +SKIP
         """
+        if is_queue(data):
+            return self._scatter_queue(data, workers, broadcast, hash, maxsize)
         return self.sync(self._scatter, data, workers=workers, broadcast=broadcast, hash=hash,
                          asynchronous=asynchronous, callback_timeout=timeout)
 
+    def _scatter_queue(self, q, workers, broadcast: bool, hash: bool, maxsize: int):
+        self._check_open()
+        loop = self.loop.asyncio_loop
+
+        def one(value):
+            # In the feeder thread: scatter on the client's loop, with a deadline.
+            coro = self._scatter([value], workers=workers, broadcast=broadcast, hash=hash)
+            done = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, self.timeout), loop)
+            return done.result(self.timeout + 5)[0]
+
+        return QueueFeeder(self, [q], one, maxsize=maxsize, name="scatter").start()
+
     async def _scatter(self, data, workers=None, broadcast: bool = False, direct=None,
-                       hash: bool = True, timeout=None):
+                       hash: bool = True, timeout=None, maxsize: int = 0):
+        if is_queue(data):
+            return self._scatter_queue(data, workers, broadcast, hash, maxsize)
         if isinstance(data, Future) or futures_of(data if isinstance(data, (list, tuple, dict, set)) else []):
             raise TypeError("scatter takes local data, not Futures (they are already on the cluster)")
-        if isinstance(data, Iterator):
+        if isinstance(data, (Iterator, range, KeysView, ValuesView, ItemsView)):
             data = list(data)
+        workers = _worker_list(workers)
         single = False
         if isinstance(data, dict):
             items = list(data.items())
@@ -359,6 +387,22 @@ def _parts(serialized: dict, most: int) -> list[dict]:
         parts[-1][k] = s
         size += s.nbytes
     return parts
+
+
+def _worker_list(workers):
+    """``workers=`` as a list: one address, name or ``(host, port)`` becomes
+    a list of one (a bare string would otherwise be read letter by letter).
+
+    >>> _worker_list("tcp://127.0.0.1:1"), _worker_list(("127.0.0.1", 1)), _worker_list(None)
+    (['tcp://127.0.0.1:1'], [('127.0.0.1', 1)], None)
+    """
+    if workers is None:
+        return None
+    if isinstance(workers, (str, int)) or (
+            isinstance(workers, tuple) and len(workers) == 2 and isinstance(workers[1], int)
+            and not isinstance(workers[1], bool)):
+        return [workers]
+    return list(workers)
 
 
 async def _wait_all(futures) -> None:

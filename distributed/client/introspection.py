@@ -7,7 +7,8 @@ import asyncio
 import html
 import logging
 
-from distributed import config
+from distributed import config, versions
+from distributed.client.data import _worker_list
 from distributed.comm import CommClosedError
 from distributed.futures import futures_of
 from distributed.utils import sync
@@ -34,9 +35,21 @@ class Introspection:
         return self.sync(self._has_what, workers, asynchronous=asynchronous)
 
     async def _has_what(self, workers=None):
-        if workers is not None and not isinstance(workers, (list, tuple, set)):
-            workers = [workers]
-        out = await self.scheduler.has_what(workers=list(workers) if workers is not None else None)
+        out = await self.scheduler.has_what(workers=_worker_list(workers))
+        return {w: list(v) for w, v in out.items()}
+
+    def processing(self, workers=None, asynchronous=None):
+        """Keys processing on each worker: ``{address: [keys]}``, for all
+        workers or for ``workers`` (addresses, names, ``(host, port)``, or
+        one of them).
+
+        >>> client.processing()              # doctest: +SKIP
+        {'tcp://127.0.0.1:40575': ['inc-1', 'inc-2'], 'tcp://127.0.0.1:40576': []}
+        """
+        return self.sync(self._processing, workers, asynchronous=asynchronous)
+
+    async def _processing(self, workers=None):
+        out = await self.scheduler.processing(workers=_worker_list(workers))
         return {w: list(v) for w, v in out.items()}
 
     def nthreads(self, workers=None, asynchronous=None):
@@ -46,11 +59,38 @@ class Introspection:
     ncores = nthreads
 
     async def _nthreads(self, workers=None):
-        if workers is not None and not isinstance(workers, (list, tuple, set)):
-            workers = [workers]
-        return await self.scheduler.ncores(workers=list(workers) if workers is not None else None)
+        return await self.scheduler.ncores(workers=_worker_list(workers))
 
     _ncores = _nthreads
+
+    def get_versions(self, check: bool = False, packages=None, asynchronous=None):
+        """Versions of Python and packages on the client, the scheduler and
+        every worker: ``{"scheduler": v, "workers": {address: v}, "client": v}``,
+        each ``v`` as ``distributed.versions.get_versions()`` gives it (None
+        for a worker that did not answer).  ``packages``: names of more
+        packages to report.  With ``check=True``, a required package (or
+        Python) that differs raises ``ValueError`` naming the package and
+        its versions; another that differs warns
+        (``VersionMismatchWarning``).
+
+        >>> client.get_versions(check=True)["workers"]      # doctest: +SKIP
+        {'tcp://127.0.0.1:40575': {'host': {...}, 'packages': {...}}}
+        """
+        return self.sync(self._get_versions, check=check, packages=packages, asynchronous=asynchronous)
+
+    async def _get_versions(self, check: bool = False, packages=None):
+        if packages is not None and (isinstance(packages, str)
+                                     or not all(isinstance(p, str) for p in packages)):
+            raise TypeError(f"packages must be a list of package names, not {packages!r}")
+        packages = list(packages or ())
+        client = versions.get_versions(packages)
+        scheduler = await self.scheduler.versions(packages=packages)
+        replies = await self.scheduler.broadcast(msg={"op": "versions", "packages": packages})
+        workers = {w: r if isinstance(r, dict) and "packages" in r else None for w, r in replies.items()}
+        result = {"scheduler": scheduler, "workers": workers, "client": client}
+        if check:
+            versions.check_versions(result)
+        return result
 
     def scheduler_info(self, asynchronous=None, **kwargs):
         """The scheduler's identity and its workers."""

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 
 from distributed import dask_graphs
+from distributed.client.queues import QueueFeeder, is_queue
 from distributed.comm import normalize_address
 from distributed.futures import Future
 from distributed.spec import (
@@ -95,7 +96,21 @@ class Submission:
             batch_size=None, **kwargs) -> list[Future]:
         """``submit`` over each set of arguments; a list of Futures.
 
+        The iterables may be of any kind (lists, generators, ranges, sets,
+        dict views...) and are read in step; the shortest ends the map.
+        ``key`` is a prefix for the task names, or a list with one name per
+        task.  ``batch_size`` sends the tasks to the scheduler in messages
+        of at most that many tasks.
+
+        With a ``queue.Queue`` among the iterables (the old streaming API),
+        a ``queue.Queue`` of Futures comes back at once and a thread submits
+        one task per item as items arrive (the other iterables are read in
+        step), so a producer that never ends works; a ``StopIteration``
+        item, the end of another iterable or closing the client ends it.
+        ``maxsize=`` bounds that queue (0: no limit).
+
         >>> futures = client.map(inc, range(100))    # doctest: +SKIP
+        >>> out = client.map(inc, q)                 # doctest: +SKIP
         """
         if not callable(func):
             raise TypeError("First input to map must be a callable function")
@@ -103,6 +118,22 @@ class Submission:
             raise TypeError("map needs at least one iterable")
         if any(isinstance(it, dict) for it in iterables):
             raise TypeError("Dictionaries are not supported as map arguments")
+        if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool)
+                                       or batch_size < 1):
+            raise ValueError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
+        if any(is_queue(it) for it in iterables):
+            if isinstance(key, (list, tuple)):
+                raise ValueError("map over a queue.Queue takes key= as a name prefix (a str), not a list: "
+                                 "the tasks are not known in advance")
+            maxsize = kwargs.pop("maxsize", 0)
+
+            def one(*args):
+                return self.map(func, *[[a] for a in args], key=key, workers=workers, retries=retries,
+                                resources=resources, priority=priority,
+                                allow_other_workers=allow_other_workers, pure=pure, **kwargs)[0]
+
+            self._check_open()
+            return QueueFeeder(self, iterables, one, maxsize=maxsize, name="map").start()
         iterables = [list(it) for it in iterables]
         n = min(len(it) for it in iterables)
         if isinstance(key, (list, tuple)) and len(key) < n:
@@ -133,6 +164,11 @@ class Submission:
             tasks[k] = spec
             dependencies[k] = list(deps)
             order[k] = i
+            if batch_size is not None and len(tasks) >= batch_size:
+                self._send_to_scheduler(self._graph_message(
+                    tasks, dependencies, list(tasks), order, priority, workers,
+                    allow_other_workers, resources, retries))
+                tasks, dependencies, order = {}, {}, {}
         if tasks:
             self._send_to_scheduler(self._graph_message(
                 tasks, dependencies, list(tasks), order, priority, workers,

@@ -115,6 +115,7 @@ class Scheduler(Server):
             "has_what": self.get_has_what,
             "ncores": self.get_nthreads,
             "nthreads": self.get_nthreads,
+            "processing": self.get_processing,
             "gather": self.gather,
             "cancel": self.cancel,
             "broadcast": self.broadcast,
@@ -557,6 +558,13 @@ class Scheduler(Server):
             addr = self.state.coerce_address(w)
             out[addr] = self.state.workers[addr].nthreads if addr in self.state.workers else None
         return out
+
+    def get_processing(self, comm=None, workers=None, **kwargs) -> dict:
+        """``{worker address: [keys processing there]}`` for ``workers``
+        (addresses or names; all by default); an unknown worker has none."""
+        workers_ = self.state.workers
+        addrs = workers_ if workers is None else [self.state.coerce_address(w) for w in workers]
+        return {a: [ts.key for ts in workers_[a].processing] if a in workers_ else [] for a in addrs}
 
     def task_states(self, comm=None, keys=None, **kwargs) -> dict:
         tasks = self.state.tasks

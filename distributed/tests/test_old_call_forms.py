@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import queue
 import sys
+import threading
 import traceback
 
 import pytest
 
 import distributed
-from distributed import Client, Nanny, config
+from distributed import Client, Nanny, config, futures_of, wait
 from distributed.core import Status
 from distributed.exceptions import error_message, truncate_exception, user_traceback
 from distributed.utils_test import async_wait_for, cluster, gen_cluster, inc
@@ -100,6 +102,10 @@ def use_a_process_pool(n):
     # interpreter; the pool only runs a builtin.
     with multiprocessing.get_context("fork").Pool(2) as pool:
         return sum(pool.map(abs, range(-n, 0)))
+
+
+def add3(x, y, z):
+    return x + y + z
 
 
 def frame_names(tb):
@@ -454,3 +460,290 @@ async def test_scheduler_and_worker_report_versions(s, a, b):
     async with rpc(a.address) as r:
         v = await r.versions()
     assert v["packages"]["distributed"] == distributed.__version__
+
+
+@gen_cluster(client=True)
+async def test_client_get_versions_shape_and_check(c, s, a, b):
+    v = await c.get_versions(check=True, packages=["pytest"])
+    assert set(v) == {"scheduler", "workers", "client"}
+    assert set(v["workers"]) == {a.address, b.address}
+    for part in (v["scheduler"], v["client"], *v["workers"].values()):
+        assert set(part) == {"host", "packages"} and part["packages"]["pytest"] == pytest.__version__
+
+    real = a.handlers["versions"]
+
+    def old_tornado(comm=None, packages=None, **kwargs):
+        out = real(comm, packages=packages)
+        out["packages"]["tornado"] = "4.5.3"
+        return out
+
+    a.handlers["versions"] = old_tornado
+    assert (await c.get_versions())["workers"][a.address]["packages"]["tornado"] == "4.5.3"
+    with pytest.raises(ValueError, match=rf"(?s)tornado.*4\.5\.3 \({a.address}\)"):
+        await c.get_versions(check=True)
+    with pytest.raises(TypeError, match="package names"):
+        await c.get_versions(packages="pytest")
+
+
+def test_client_get_versions_blocking(loop):
+    with cluster(nworkers=1) as (s, [a]), Client(s["address"], loop=loop) as c:
+        v = c.get_versions(check=True)
+        assert list(v["workers"]) == [a["address"]]
+        assert v["scheduler"]["packages"]["distributed"] == distributed.__version__
+
+
+# ----------------------------------------------------------------------
+# 6. scatter of any iterable, and of a queue.Queue
+# ----------------------------------------------------------------------
+
+
+@gen_cluster(client=True)
+def test_scatter_return_shapes_coroutine_era(c, s, a, b):
+    fs = yield c._scatter([1, 2])
+    assert isinstance(fs, list) and len(fs) == 2
+    t = yield c._scatter((1, 2))
+    assert isinstance(t, tuple) and len(t) == 2
+    st = yield c._scatter({1, 2})
+    assert isinstance(st, set) and len(st) == 2
+    fz = yield c._scatter(frozenset([3]))
+    assert isinstance(fz, frozenset)
+    g = yield c._scatter(x for x in [4, 5, 6])
+    assert isinstance(g, list) and (yield c._gather(g)) == [4, 5, 6]
+    r = yield c._scatter(range(3))
+    assert isinstance(r, list) and (yield c._gather(r)) == [0, 1, 2]
+    d = yield c._scatter({"x": 1, ("y", 0): 2})
+    assert set(d) == {"x", ("y", 0)} and d[("y", 0)].key == ("y", 0)
+    one = yield c._scatter(7)
+    assert isinstance(one, distributed.Future) and (yield one._result()) == 7
+
+
+@gen_cluster(client=True)
+async def test_scatter_of_dict_views_and_to_named_workers(c, s, a, b):
+    src = {"a": 1, "b": 2}
+    assert await c.gather(await c.scatter(src.keys())) == ["a", "b"]
+    assert await c.gather(await c.scatter(src.values())) == [1, 2]
+    assert await c.gather(await c.scatter(src.items())) == [("a", 1), ("b", 2)]
+    f = await c.scatter(10, workers=a.address)  # one address, not its letters
+    assert (await c.who_has(f))[f.key] == [a.address]
+    f = await c.scatter(11, workers=("127.0.0.1", b.port))  # old (host, port) form
+    assert (await c.who_has(f))[f.key] == [b.address]
+
+
+@gen_cluster(client=True)
+async def test_scatter_queue_async(c, s, a, b):
+    q = queue.Queue()
+    out = c.scatter(q)
+    assert isinstance(out, queue.Queue)
+    for i in (10, 20):
+        q.put(i)
+    await async_wait_for(lambda: out.qsize() == 2, timeout=10)
+    f1, f2 = out.get_nowait(), out.get_nowait()
+    assert await c.gather([f1, f2]) == [10, 20]
+    q.put(StopIteration)
+    await async_wait_for(lambda: out.qsize() == 1, timeout=10)
+    assert isinstance(out.get_nowait(), StopIteration)
+    await async_wait_for(lambda: not feeder_threads(), timeout=10)
+
+
+def feeder_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("Dask-Queue")]
+
+
+def test_scatter_queue_blocking_and_thread_ends_with_client(loop):
+    with cluster() as (s, [a, b]):
+        with Client(s["address"], loop=loop) as c:
+            q = queue.Queue()
+            out = c.scatter(q, maxsize=2)
+            q.put("hello")
+            f = out.get(timeout=10)
+            assert f.result(timeout=10) == "hello"
+            assert feeder_threads()  # waiting for more
+        assert not feeder_threads()  # close joined it
+
+
+# ----------------------------------------------------------------------
+# 7. map over iterators and queues; several iterables; key and batch_size
+# ----------------------------------------------------------------------
+
+
+@gen_cluster(client=True)
+def test_map_over_iterators_and_mixed_iterables(c, s, a, b):
+    from operator import add
+
+    fs = c.map(inc, (i for i in range(3)))
+    assert isinstance(fs, list) and (yield c._gather(fs)) == [1, 2, 3]
+    fs = c.map(add, [1, 2, 3], range(10, 13))
+    assert (yield c._gather(fs)) == [11, 13, 15]
+    fs = c.map(add3, iter([1, 2]), {"a": 10, "b": 20}.values(), (x for x in [100, 200, 300]))
+    assert (yield c._gather(fs)) == [111, 222]
+    fs = c.map(inc, range(5), key=[f"k{i}" for i in range(5)])
+    assert [f.key for f in fs] == ["k0", "k1", "k2", "k3", "k4"]
+    fs = c.map(inc, range(10), batch_size=3)
+    assert (yield c._gather(fs)) == list(range(1, 11))
+    with pytest.raises(ValueError, match="batch_size"):
+        c.map(inc, range(3), batch_size=0)
+    with pytest.raises(TypeError, match="Dictionaries"):
+        c.map(inc, {"a": 1})
+
+
+@gen_cluster(client=True)
+async def test_map_over_queue_async(c, s, a, b):
+    from operator import add
+
+    q = queue.Queue()
+    out = c.map(inc, q, key="plus-one")
+    assert isinstance(out, queue.Queue)
+    for i in range(3):
+        q.put(i)
+    await async_wait_for(lambda: out.qsize() == 3, timeout=10)
+    fs = [out.get_nowait() for _ in range(3)]
+    assert all(f.key.startswith("plus-one-") for f in fs)
+    assert await c.gather(fs) == [1, 2, 3]
+    q.put(StopIteration())
+    await async_wait_for(lambda: out.qsize() == 1, timeout=10)
+    assert isinstance(out.get_nowait(), StopIteration)
+
+    # a queue next to a finite iterable: they are read in step
+    q2 = queue.Queue()
+    out2 = c.map(add, q2, range(2))
+    for i in (100, 200, 300):
+        q2.put(i)
+    await async_wait_for(lambda: out2.qsize() == 3, timeout=10)
+    got = [out2.get_nowait() for _ in range(3)]
+    assert isinstance(got[-1], StopIteration)
+    assert await c.gather(got[:2]) == [100, 201]
+    await async_wait_for(lambda: not feeder_threads(), timeout=10)
+
+    with pytest.raises(ValueError, match="prefix"):
+        c.map(inc, queue.Queue(), key=["a", "b"])
+
+
+def test_map_over_infinite_queue_blocking(loop):
+    """An endless producer: futures come out as items go in, no more than
+    the output queue holds are submitted, and closing the client ends the
+    feeding thread."""
+    stop = threading.Event()
+    q = queue.Queue(maxsize=10)
+
+    def produce():
+        i = 0
+        while not stop.is_set():
+            try:
+                q.put(i, timeout=0.05)
+                i += 1
+            except queue.Full:
+                pass
+
+    producer = threading.Thread(target=produce, name="test-producer", daemon=True)
+    try:
+        with cluster() as (s, [a, b]):
+            with Client(s["address"], loop=loop) as c:
+                producer.start()
+                out = c.map(inc, q, maxsize=5)
+                futures = [out.get(timeout=10) for _ in range(20)]
+                assert c.gather(futures) == list(range(1, 21))
+                assert out.qsize() <= 5
+            assert not feeder_threads()
+    finally:
+        stop.set()
+        producer.join(10)
+    assert not producer.is_alive()
+
+
+# ----------------------------------------------------------------------
+# 8. cancel, release, who_has and gather with tuple keys
+# ----------------------------------------------------------------------
+
+
+@gen_cluster(client=True)
+def test_cancel_tuple_keys_coroutine_era(c, s, a, b):
+    from distributed.utils_test import slowinc
+
+    x = c.submit(slowinc, 1, delay=0.5, key=("x", 0))
+    y = c.submit(inc, 1, key="y")
+    z = c.submit(inc, 2, key=("z", 1, "a"))
+    yield c._cancel([x, y])
+    yield async_wait_for(lambda: ("x", 0) not in s.tasks and "y" not in s.tasks, timeout=10)
+    assert x.cancelled() and y.cancelled()
+    assert (yield z._result()) == 3
+    wh = yield c._who_has([z])
+    assert list(wh) == [("z", 1, "a")] and len(wh[("z", 1, "a")]) == 1
+    del z
+    yield async_wait_for(lambda: ("z", 1, "a") not in s.tasks, timeout=10)
+
+
+@gen_cluster(client=True)
+async def test_tuple_keys_of_dask_arrays_on_every_path(c, s, a, b):
+    da = pytest.importorskip("dask.array")
+    x = da.arange(10, chunks=5) + 1
+    (p,) = c.persist([x])
+    fs = futures_of(p)
+    keys = {f.key for f in fs}
+    assert all(isinstance(k, tuple) for k in keys)
+    await wait(fs)
+    assert set(await c.who_has(fs)) == keys
+    held = set().union(*map(set, (await c.has_what()).values()))
+    assert keys <= held
+    assert [list(v) for v in await c.gather(fs)] in ([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]],
+                                                    [[6, 7, 8, 9, 10], [1, 2, 3, 4, 5]])
+    # cancel a list mixing tuple and string keys
+    other = c.submit(inc, 1, key="plain")
+    first = fs[0].key
+    await c.cancel([fs[0], other])
+    await async_wait_for(lambda: first not in s.tasks and "plain" not in s.tasks, timeout=10)
+    # release: dropping the last reference forgets the rest
+    rest = fs[1].key
+    del p, fs, x
+    await async_wait_for(lambda: rest not in s.tasks, timeout=10)
+
+
+def test_cancel_and_gather_tuple_keys_blocking(loop):
+    with cluster() as (s, [a, b]), Client(s["address"], loop=loop) as c:
+        f = c.submit(inc, 1, key=("t", 0))
+        g = c.submit(inc, 2, key="g")
+        assert c.gather([f, g]) == [2, 3]
+        assert set(c.who_has([f, g])) == {("t", 0), "g"}
+        c.cancel([f, g])
+        assert f.cancelled() and g.cancelled()
+        c.run_on_scheduler(lambda dask_scheduler: None)  # the cancel went before this
+        assert c.run_on_scheduler(lambda dask_scheduler: sorted(map(str, dask_scheduler.tasks))) == []
+
+
+# ----------------------------------------------------------------------
+# 9. processing, ncores/nthreads, who_has, has_what shapes
+# ----------------------------------------------------------------------
+
+
+@gen_cluster(client=True)
+def test_processing_and_introspection_shapes_coroutine_era(c, s, a, b):
+    from distributed.utils_test import slowinc
+
+    fs = c.map(slowinc, range(4), delay=0.3)
+    yield async_wait_for(lambda: all(s.tasks.get(f.key) is not None and s.tasks[f.key].state == "processing"
+                                     for f in fs), timeout=10)
+    p = yield c._processing()
+    assert set(p) == {a.address, b.address}
+    assert all(isinstance(v, list) for v in p.values())
+    assert sorted(k for v in p.values() for k in v) == sorted(f.key for f in fs)
+    for f in fs:
+        assert f.key in p[s.tasks[f.key].processing_on.address]
+    only_a = yield c._processing(workers=[a.address])
+    assert list(only_a) == [a.address] and only_a[a.address] == p[a.address]
+    assert list((yield c._processing(workers=a.address))) == [a.address]
+
+    nc = yield c._ncores()
+    assert nc == {a.address: 1, b.address: 2} == (yield c._nthreads())
+    assert (yield c._ncores(workers=("127.0.0.1", b.port))) == {b.address: 2}
+    yield c._gather(fs)
+    wh = yield c._who_has(fs)
+    assert set(wh) == {f.key for f in fs} and all(isinstance(v, list) and len(v) == 1 for v in wh.values())
+    hw = yield c._has_what()
+    assert set(hw) == {a.address, b.address} and all(isinstance(v, list) for v in hw.values())
+    assert sorted(k for v in hw.values() for k in v) == sorted(f.key for f in fs)
+    assert list((yield c._has_what(workers=b.address))) == [b.address]
+
+
+def test_processing_blocking(loop):
+    with cluster() as (s, [a, b]), Client(s["address"], loop=loop) as c:
+        assert c.processing() == {a["address"]: [], b["address"]: []}
+        assert c.nthreads() == c.ncores() == {a["address"]: 1, b["address"]: 1}
