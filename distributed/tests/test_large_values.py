@@ -31,7 +31,7 @@ import pytest
 from distributed import Client, config, wait
 from distributed.batched import BatchedSend
 from distributed.comm import CommClosedError, connect, listen
-from distributed.protocol import MessageTooLargeError, Serialize
+from distributed.protocol import MessageTooLargeError, Serialize, buffers
 from distributed.utils_test import async_wait_for, captured_logger, cluster, gen_cluster, gen_test, inc
 from distributed.worker.state import GatherDep, WorkerState
 
@@ -55,16 +55,14 @@ _PERIOD = 251
 # ----------------------------------------------------------------------
 
 
-#: Values up to this size are cut from one pattern made once per process.
-_TEMPLATE_SIZE = 256 * MB + 1
-_templates: dict = {}
 _WINDOW = 64 * 1024
 _WINDOWS = 32
 _base = np.resize(np.arange(_PERIOD, dtype=np.uint8), _WINDOW + _PERIOD)
 
 
 def _fill(view: memoryview) -> None:
-    """Write the pattern into ``view``, doubling what is written so far."""
+    """Write the pattern into ``view`` in one pass: copy what is written so
+    far after itself, doubling it each time."""
     n = len(view)
     first = min(n, _PERIOD)
     view[:first] = bytes(range(first))
@@ -75,23 +73,17 @@ def _fill(view: memoryview) -> None:
         filled += k
 
 
-def _new_array(n: int) -> np.ndarray:
+def make_value(kind: str, n: int):
+    """``n`` bytes of the period-251 pattern, as ``bytes`` or a uint8 array,
+    written once (no second copy, which matters at 1 GB)."""
+    if kind == "bytes" and buffers.SUPPORTED:
+        value, view = buffers.new_bytes(n)
+        _fill(view)
+        del view  # the bytes object is complete: no writable view may remain
+        return value
     arr = np.empty(n, dtype=np.uint8)
     _fill(memoryview(arr))
-    return arr
-
-
-def make_value(kind: str, n: int):
-    """``n`` bytes of the period-251 pattern, as ``bytes`` or a uint8 array
-    (a new object each time)."""
-    if n >= _TEMPLATE_SIZE:
-        arr = _new_array(n)
-        return arr.tobytes() if kind == "bytes" else arr
-    if kind not in _templates:
-        arr = _new_array(_TEMPLATE_SIZE)
-        _templates[kind] = arr.tobytes() if kind == "bytes" else arr
-    template = _templates[kind]
-    return template[:n] if kind == "bytes" else template[:n].copy()
+    return arr.tobytes() if kind == "bytes" else arr
 
 
 def is_intact(value, kind: str, n: int, full: bool = False) -> bool:
