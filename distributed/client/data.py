@@ -18,7 +18,8 @@ from distributed.client.queues import QueueFeeder, is_queue
 from distributed.comm import CommClosedError
 from distributed.comm.tcp import configured_max_message_size
 from distributed.futures import Future, futures_of
-from distributed.protocol import MessageTooLargeError, Serialize, serialize
+from distributed.protocol import MessageTooLargeError, Serialize
+from distributed.protocol.serialize import to_serialized
 from distributed.structure import substitute_results
 from distributed.utils import tokenize
 
@@ -201,7 +202,7 @@ class DataMovement:
         types = {}
         keys = []
         for k, v in items:
-            s = serialize(v)
+            s = to_serialized(v)
             if not keys_given:
                 prefix = type(v).__name__
                 k = f"{prefix}-{tokenize(*s.frames) if hash else uuid.uuid4().hex}"
