@@ -306,6 +306,7 @@ async def connect(
             )
             break
         except (StreamClosedError, OSError) as e:
+            _raise_if_cancelled()
             if not retry_refused:
                 raise OSError(f"could not connect to {address}: {e}") from e
             if loop.time() + delay >= deadline:
@@ -330,6 +331,18 @@ async def connect(
         max_message_size=max_message_size,
     )
     return comm
+
+
+def _raise_if_cancelled() -> None:
+    """Re-raise a cancellation of the current task that ``asyncio.wait_for``
+    lost: before Python 3.12 a cancel arriving just as the inner connect
+    fails surfaces as the connect's error, and a retry loop would then
+    outlive the task that was told to stop (a worker ignoring Ctrl-C while
+    it waits for its scheduler)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError()
 
 
 class Listener(TCPServer):

@@ -565,3 +565,23 @@ async def test_stream_handlers_skip_bad_messages_and_keep_going():
     assert "failed" in text
     await comm.close()
     await server.close_server()
+
+
+@gen_test()
+async def test_cancelled_connect_to_refused_port_stops_retrying():
+    """A cancel that lands just as a refused connect fails is not lost
+    (asyncio.wait_for before Python 3.12 could swallow it, and the retry loop
+    then went on: a worker ignored Ctrl-C while waiting for its scheduler)."""
+    import random
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: every connect is refused
+        address = "tcp://127.0.0.1:%d" % sock.getsockname()[1]
+        for _ in range(100):
+            task = asyncio.ensure_future(connect(address, timeout=30))
+            await asyncio.sleep(random.random() * 0.02)  # land the cancel anywhere in the retry loop
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=5)
+            assert done, "connect kept retrying after it was cancelled"
+            assert task.cancelled()
