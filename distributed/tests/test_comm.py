@@ -577,7 +577,7 @@ async def test_cancelled_connect_to_refused_port_stops_retrying():
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))  # bound, never listening: every connect is refused
-        address = "tcp://127.0.0.1:%d" % sock.getsockname()[1]
+        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
         for _ in range(100):
             task = asyncio.ensure_future(connect(address, timeout=30))
             await asyncio.sleep(random.random() * 0.02)  # land the cancel anywhere in the retry loop
