@@ -81,3 +81,17 @@ async def test_asynchronous_local_cluster():
             await c.wait_for_workers(3)
             assert len(cluster.workers) == 3
             await asyncio.wait_for(c.gather(c.map(inc, range(5))), 10)
+
+
+@pytest.mark.parametrize("kwargs", [{"security": True}, {"protocol": "tls"}, {"protocol": "tls://"},
+                                    {"interface": "lo"}, {"blocked_handlers": ["run_function"]}])
+def test_options_not_built_yet_raise_instead_of_being_dropped(kwargs):
+    """An option the cluster could not honour must not give a cluster
+    without it (security=True silently gave plain TCP before)."""
+    with pytest.raises(NotImplementedError, match="here"):
+        LocalCluster(n_workers=0, processes=False, **kwargs)
+
+
+def test_client_security_not_built_yet_raises():
+    with pytest.raises(NotImplementedError, match="security"):
+        Client("tcp://127.0.0.1:1", security=True, start=False)
