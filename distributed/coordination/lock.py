@@ -22,6 +22,17 @@ d/d#2362) and a live holder that is merely slow (a long task holding the
 GIL) is never overbooked by a lease timing out (upstream's Semaphore-based
 Lock, d/d#4830).
 
+The guarantee, precisely: a lock held by a task is held by its worker's
+client, which dies with the worker, so a worker killed while a task holds
+the lock releases it as soon as the operating system closes the worker's
+sockets: sooner than any lease timeout (the issue's "released after the
+lease timeout" is met).  Not covered: a host that vanishes without closing
+its connections (power loss, a partition) keeps the lock until the
+scheduler's connection to it breaks; and a lock taken through a bare
+``scheduler_rpc`` is never freed automatically.  ``Semaphore``
+(``semaphore.py``) adds refreshes and the worker's removal to the same
+rule; ``docs/locks.rst`` compares them.
+
 An ``acquire`` that gives up on its side (timeout of the call, cancellation,
 a broken connection) tells the scheduler to *abandon* its token over the
 client's stream.  The abandon message and the request travel on different

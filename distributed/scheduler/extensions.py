@@ -56,6 +56,8 @@ _CONFIG_KEY = "distributed.scheduler.extensions"
 #: The extensions every scheduler loads unless told otherwise.
 DEFAULT_EXTENSIONS: dict[str, str] = {
     "locks": "distributed.coordination.lock:LockExtension",
+    "semaphores": "distributed.coordination.semaphore:SemaphoreExtension",
+    "multi_locks": "distributed.coordination.multi_lock:MultiLockExtension",
 }
 
 # Defaults plus registrations made at run time (by name; last one wins).
