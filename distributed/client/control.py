@@ -16,6 +16,8 @@ __all__ = ["ClusterControl"]
 
 logger = logging.getLogger(__name__)
 
+_NO_DEFAULT = object()  # get_metadata without a default raises KeyError
+
 
 class ClusterControl:
     """The cluster control methods of ``Client`` (``self`` is a Client)."""
@@ -124,6 +126,43 @@ class ClusterControl:
             workers = [workers]
         return await self.scheduler.retire_workers(
             workers=list(workers) if workers is not None else None, close_workers=close_workers)
+
+    # -- task metadata (distributed.coordination.metadata) ----------------
+
+    def set_metadata(self, key, value, asynchronous=None):
+        """Store ``value`` (msgpack data) in the scheduler under ``key``; a
+        list of keys is a path into nested dicts, made on the way.
+
+        >>> client.set_metadata(["a", "b"], 1)    # doctest: +SKIP
+        >>> client.get_metadata("a")              # doctest: +SKIP
+        {'b': 1}
+        """
+        import msgpack
+
+        try:
+            msgpack.packb(value)
+        except Exception as e:
+            raise TypeError(f"set_metadata: the value must be msgpack data (dicts, lists, strings, numbers, "
+                            f"bytes, None), not {type(value).__name__}: {e}") from None
+        keys = list(key) if isinstance(key, list) else [key]
+        return self.sync(self._set_metadata, keys, value, asynchronous=asynchronous)
+
+    async def _set_metadata(self, keys: list, value) -> None:
+        await self.scheduler.set_metadata(keys=keys, value=value)
+
+    def get_metadata(self, keys, default=_NO_DEFAULT, asynchronous=None):
+        """The value stored under ``keys`` (a key or a list: a path);
+        ``KeyError`` if there is none and no ``default`` was given."""
+        keys = list(keys) if isinstance(keys, list) else [keys]
+        return self.sync(self._get_metadata, keys, default, asynchronous=asynchronous)
+
+    async def _get_metadata(self, keys: list, default=_NO_DEFAULT):
+        reply = await self.scheduler.get_metadata(keys=keys)
+        if reply.get("found"):
+            return reply.get("value")
+        if default is _NO_DEFAULT:
+            raise KeyError(keys[0] if len(keys) == 1 else keys)
+        return default
 
     def get_executor(self, **kwargs):
         """A ``concurrent.futures.Executor`` that submits to this client.

@@ -17,14 +17,23 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Lock"]
+__all__ = ["Lock", "Variable", "Queue", "Event", "Pub", "Sub"]
 
 _LAZY = {
     "Lock": "distributed.coordination.lock",
+    "Variable": "distributed.coordination.variable",
+    "Queue": "distributed.coordination.queue",
+    "Event": "distributed.coordination.event",
+    "Pub": "distributed.coordination.pubsub",
+    "Sub": "distributed.coordination.pubsub",
 }
 
 if TYPE_CHECKING:
+    from distributed.coordination.event import Event
     from distributed.coordination.lock import Lock
+    from distributed.coordination.pubsub import Pub, Sub
+    from distributed.coordination.queue import Queue
+    from distributed.coordination.variable import Variable
 
 
 def __getattr__(name: str) -> Any:

@@ -56,6 +56,11 @@ _CONFIG_KEY = "distributed.scheduler.extensions"
 #: The extensions every scheduler loads unless told otherwise.
 DEFAULT_EXTENSIONS: dict[str, str] = {
     "locks": "distributed.coordination.lock:LockExtension",
+    "variables": "distributed.coordination.variable:VariableExtension",
+    "queues": "distributed.coordination.queue:QueueExtension",
+    "events": "distributed.coordination.event:EventExtension",
+    "pubsub": "distributed.coordination.pubsub:PubSubExtension",
+    "metadata": "distributed.coordination.metadata:MetadataExtension",
     "semaphores": "distributed.coordination.semaphore:SemaphoreExtension",
     "multi_locks": "distributed.coordination.multi_lock:MultiLockExtension",
 }
