@@ -10,7 +10,10 @@ with open(os.path.join(here, "README.rst")) as f:
     long_description = f.read()
 
 extras_require = {
-    "test": ["pytest >= 7", "pytest-timeout >= 2", "hypothesis >= 6", "numpy"],
+    # cryptography: the tests generate their own CA and certificates.
+    "test": ["pytest >= 7", "pytest-timeout >= 2", "hypothesis >= 6", "numpy", "cryptography"],
+    # Security.temporary() (self-signed credentials made on the fly) needs it.
+    "tls": ["cryptography"],
     "dask": ["dask[array,dataframe,bag] >= 2025.1", "numpy", "pandas"],
 }
 

@@ -132,6 +132,16 @@ defaults: dict[str, Any] = {
             "recent-messages-log-length": 0,
             "timeouts": {"connect": "30s", "tcp": "30s"},
             "require-encryption": None,
+            # TLS (security.py): files, or PEM text when the value has a newline.
+            "tls": {
+                "ciphers": None,
+                "min-version": 1.2,
+                "max-version": None,
+                "ca-file": None,
+                "scheduler": {"cert": None, "key": None},
+                "worker": {"cert": None, "key": None},
+                "client": {"cert": None, "key": None},
+            },
         },
         "dashboard": {"link": "{scheme}://{host}:{port}/status"},
         "admin": {

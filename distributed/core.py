@@ -89,6 +89,32 @@ class Server:
             limit=config.get("distributed.worker.connections.outgoing", 50),
             deserialize=deserialize,
         )
+        # TLS: set by ``set_security`` (plain tcp:// until then).
+        self.security = None
+        self.connection_args: dict = {}
+        self.listen_args: dict = {}
+
+    def set_security(self, security, role: str) -> None:
+        """Use ``security`` (any accepted form, see ``coerce_security``) as
+        ``role`` for listening, this server's rpc pool and its own connects."""
+        from distributed.security import coerce_security
+
+        self.security = coerce_security(security)
+        self.connection_args = self.security.get_connection_args(role)
+        self.listen_args = self.security.get_listen_args(role)
+        self.rpc.connection_args = self.connection_args
+
+    def listen_scheme(self, host: str | None, protocol: str | None = None) -> str:
+        """The scheme to listen with: the host's own (``tls://127.0.0.1``),
+        else ``protocol``, else ``tls`` when this server has a certificate."""
+        if host and "://" in host:
+            return host.split("://", 1)[0]
+        if protocol:
+            protocol = protocol.rstrip(":/")
+            if protocol not in ("tcp", "tls"):
+                raise ValueError(f"unsupported protocol {protocol!r}: use 'tcp' or 'tls'")
+            return protocol
+        return "tls" if self.listen_args.get("ssl_context") is not None else "tcp"
 
     # -- lifecycle -----------------------------------------------------
 
@@ -118,6 +144,7 @@ class Server:
             self.handle_comm,
             deserialize=self.deserialize,
             max_message_size=_max_message_size(),
+            **self.listen_args,
         )
         return self.listener.address
 
@@ -355,10 +382,13 @@ class rpc:
     {'type': 'Scheduler', ...}
     """
 
-    def __init__(self, address, timeout: float | None = None, deserialize: bool = True):
+    def __init__(self, address, timeout: float | None = None, deserialize: bool = True,
+                 connection_args: dict | None = None):
         self.address = normalize_address(address)
         self.timeout = timeout
         self.deserialize = deserialize
+        # e.g. Security.get_connection_args(role), for tls:// addresses
+        self.connection_args = dict(connection_args or {})
         self._idle: list[Comm] = []
         self._busy: set[Comm] = set()
         self.status = Status.running
@@ -373,7 +403,8 @@ class rpc:
                 "distributed.comm.timeouts.connect"
             )
             comm = await connect(
-                self.address, timeout=timeout, deserialize=self.deserialize
+                self.address, timeout=timeout, deserialize=self.deserialize,
+                **self.connection_args,
             )
             comm.name = "rpc"
         self._busy.add(comm)
@@ -429,9 +460,12 @@ class ConnectionPool:
     ``pool(address).op(**kwargs)`` borrows a connection for one call.
     """
 
-    def __init__(self, limit: int = 512, deserialize: bool = True):
+    def __init__(self, limit: int = 512, deserialize: bool = True,
+                 connection_args: dict | None = None):
         self.limit = limit
         self.deserialize = deserialize
+        # e.g. Security.get_connection_args(role), for tls:// addresses
+        self.connection_args = dict(connection_args or {})
         self.available: dict[str, list[Comm]] = defaultdict(list)
         self.occupied: dict[str, set[Comm]] = defaultdict(set)
         self.open = 0
@@ -468,7 +502,7 @@ class ConnectionPool:
                 "distributed.comm.timeouts.connect"
             )
             comm = await connect(address, timeout=timeout, deserialize=self.deserialize,
-                                 retry_refused=False)
+                                 retry_refused=False, **self.connection_args)
         except BaseException:
             self.open -= 1
             await self._notify()

@@ -110,6 +110,15 @@ __all__ = [
     "valid_python_script",
     "invalid_python_script",
     "client_contract_script",
+    # TLS (certificates generated at first use: distributed/_certs.py)
+    "get_cert",
+    "tls_config",
+    "tls_only_config",
+    "tls_security",
+    "tls_only_security",
+    "get_server_ssl_context",
+    "get_client_ssl_context",
+    "gen_tls_cluster",
 ]
 
 logger = logging.getLogger(__name__)
@@ -445,9 +454,13 @@ def _close_clients() -> None:
 
 async def start_cluster(nthreads, scheduler_addr: str = "127.0.0.1", Worker: type = Worker,
                         scheduler_kwargs: dict | None = None,
-                        worker_kwargs: dict | None = None) -> tuple[Scheduler, list]:
+                        worker_kwargs: dict | None = None, security=None) -> tuple[Scheduler, list]:
     """Start a validating scheduler and one worker per ``nthreads`` entry
-    (``(host, n)`` or ``(host, n, {extra worker kwargs})``) on this loop."""
+    (``(host, n)`` or ``(host, n, {extra worker kwargs})``) on this loop;
+    ``security`` goes to all of them (``tls://`` hosts need it)."""
+    if security is not None:
+        scheduler_kwargs = {"security": security, **(scheduler_kwargs or {})}
+        worker_kwargs = {"security": security, **(worker_kwargs or {})}
     s = Scheduler(host=scheduler_addr, port=0, **{"validate": True, **(scheduler_kwargs or {})})
     s.start()
     workers = []
@@ -527,12 +540,15 @@ def gen_cluster(
 
                 async def run():
                     s, workers = await start_cluster(nthreads, scheduler, Worker,
-                                                     scheduler_kwargs, worker_kwargs)
+                                                     scheduler_kwargs, worker_kwargs, security)
                     c = None
                     try:
                         cluster_args = [s, *workers]
                         if client:
-                            c = await Client(s.address, asynchronous=True, **(client_kwargs or {}))
+                            ckw = dict(client_kwargs or {})
+                            if security is not None:
+                                ckw.setdefault("security", security)
+                            c = await Client(s.address, asynchronous=True, **ckw)
                             cluster_args = [c, *cluster_args]
                         result = coro_func(*cluster_args, *args, **kwargs)
                         return await _with_deadline(result, timeout, func.__name__)
@@ -1065,3 +1081,94 @@ def check_process_leak(check: bool = True) -> Iterator[None]:
     """Fail if the block leaves child processes behind (see ``clean``)."""
     with clean(threads=False, processes=check, sockets=False, files=False):
         yield
+
+
+# ----------------------------------------------------------------------
+# TLS: generated certificates and a TLS gen_cluster
+# ----------------------------------------------------------------------
+
+
+def get_cert(filename: str) -> str:
+    """Path of a test certificate or key, generated for this test session
+    (``tls-ca-cert.pem``, ``tls-cert.pem``, ``tls-key.pem``, ``tls-key-cert.pem``,
+    ``tls-cert-chain.pem``, ``tls-ca-key.pem``, ``tls-self-signed-cert.pem``,
+    ``tls-self-signed-key.pem``; see ``distributed._certs``).
+
+    >>> get_cert("tls-ca-cert.pem").endswith("tls-ca-cert.pem")
+    True
+    """
+    from distributed._certs import cert_path
+
+    return cert_path(filename)
+
+
+def tls_config() -> dict:
+    """Configuration (``config.set`` form) for a TLS cluster whose every role
+    uses the generated leaf certificate."""
+    ca, keycert = get_cert("tls-ca-cert.pem"), get_cert("tls-key-cert.pem")
+    role = {"cert": keycert, "key": keycert}
+    return {"distributed": {"comm": {"tls": {
+        "ca-file": ca, "client": dict(role), "scheduler": dict(role), "worker": dict(role),
+    }}}}
+
+
+def tls_only_config() -> dict:
+    """``tls_config()`` plus ``require-encryption: True`` (plain tcp:// refused)."""
+    c = tls_config()
+    c["distributed"]["comm"]["require-encryption"] = True
+    return c
+
+
+def tls_security():
+    """A ``Security`` for every role with the generated certificates
+    (``require_encryption=False``, as upstream's harness)."""
+    from distributed.security import Security
+
+    with config.set(tls_config()):
+        return Security(require_encryption=False)
+
+
+def tls_only_security():
+    """``tls_security()`` that also refuses plain tcp://."""
+    from distributed.security import Security
+
+    with config.set(tls_only_config()):
+        sec = Security()
+    assert sec.require_encryption
+    return sec
+
+
+def _test_ssl_context(purpose):
+    import ssl
+
+    ctx = ssl.create_default_context(purpose, cafile=get_cert("tls-ca-cert.pem"))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.check_hostname = False
+    ctx.load_cert_chain(get_cert("tls-cert.pem"), get_cert("tls-key.pem"))
+    return ctx
+
+
+def get_server_ssl_context():
+    """An ``ssl.SSLContext`` for a server: the generated leaf, client certificates required."""
+    import ssl
+
+    return _test_ssl_context(ssl.Purpose.CLIENT_AUTH)
+
+
+def get_client_ssl_context():
+    """An ``ssl.SSLContext`` for a client: the generated leaf, server certificate required."""
+    import ssl
+
+    return _test_ssl_context(ssl.Purpose.SERVER_AUTH)
+
+
+def gen_tls_cluster(**kwargs):
+    """``gen_cluster`` on ``tls://127.0.0.1`` with ``tls_only_security()``
+    (scheduler, two workers, and the client when ``client=True``).
+
+    >>> @gen_tls_cluster(client=True)                # doctest: +SKIP
+    ... async def test_submit(c, s, a, b):
+    ...     assert s.address.startswith("tls://")
+    """
+    kwargs.setdefault("nthreads", [("tls://127.0.0.1", 1), ("tls://127.0.0.1", 2)])
+    return gen_cluster(scheduler="tls://127.0.0.1", security=tls_only_security(), **kwargs)

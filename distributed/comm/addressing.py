@@ -1,4 +1,5 @@
-"""Address parsing: every address is normalized to ``'tcp://host:port'``."""
+"""Address parsing: every address is normalized to ``'tcp://host:port'``
+(or ``'tls://host:port'``; an address without a scheme is ``tcp://``)."""
 
 from __future__ import annotations
 
@@ -51,8 +52,10 @@ def normalize_address(address) -> str:
         host, port = address
         address = f"{host}:{int(port)}"
     scheme, loc = parse_address(address)
-    if scheme != "tcp":
-        raise ValueError(f"unsupported transport {scheme!r} in address {address!r}")
+    if scheme not in ("tcp", "tls"):
+        raise ValueError(
+            f"unsupported transport {scheme!r} in address {address!r}: use tcp:// or tls://"
+        )
     host, port = _split_host_port(loc, address)
     return unparse_address(scheme, f"{host}:{port}")
 

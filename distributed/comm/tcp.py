@@ -42,7 +42,7 @@ from distributed.protocol.frames import (
     parse_frame_lengths,
 )
 
-__all__ = ["Comm", "CommClosedError", "Listener", "connect", "listen"]
+__all__ = ["Comm", "CommClosedError", "FatalCommClosedError", "Listener", "connect", "listen"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +104,26 @@ class CommClosedError(IOError):
     """The connection is closed; the message could not be read or written."""
 
 
+class FatalCommClosedError(CommClosedError):
+    """The connection failed in a way retrying cannot fix (a certificate
+    refused, the wrong transport for the peer): callers must not retry."""
+
+
+def _looks_like_tls(header: bytes) -> bool:
+    """The first bytes of a TLS record (content type 20-23, version 3.x):
+    what a TLS peer sends, never a sane frame count."""
+    return len(header) >= 2 and 20 <= header[0] <= 23 and header[1] == 3
+
+
 class Comm:
     """One TCP connection that sends and receives whole messages.
 
     ``deserialize=False`` keeps pickled payloads as ``Serialized`` (used by
     the scheduler, which forwards them without looking inside).
     """
+
+    #: True on the side that accepted the connection (a listener's).
+    accepted = False
 
     def __init__(
         self,
@@ -147,11 +161,18 @@ class Comm:
         state = "closed" if self.closed() else "open"
         return f"<Comm {self.name or ''} {self.local_address} -> {self.peer_address} {state}>"
 
+    @property
+    def extra_info(self) -> dict:
+        """Transport details (the TLS comm has the peer certificate and cipher)."""
+        return {}
+
     async def read(self) -> Any:
         """Read one message.  Raises ``CommClosedError`` or ``ProtocolError``."""
         stream = self.stream
+        header = b""
         try:
-            n = parse_frame_count(await stream.read_bytes(8))
+            header = await stream.read_bytes(8)
+            n = parse_frame_count(header)
             lengths, as_bytes = parse_frame_lengths(
                 await stream.read_bytes(8 * n), n, self.max_message_size, self.peer_address,
                 self.local_address,
@@ -169,12 +190,27 @@ class Comm:
             ) from None
         except ProtocolError:
             self.abort()
+            if _looks_like_tls(header):
+                self._raise_tls_peer()
             raise
         try:
             return decode_message(frames, self.deserialize)
         except ProtocolError:
             self.abort()
             raise
+
+    def _raise_tls_peer(self) -> None:
+        """TLS bytes arrived on a plaintext connection (an error path only)."""
+        if self.accepted:  # we accepted it: a TLS client on our tcp:// port
+            raise ProtocolError(
+                f"{self.peer_address} speaks TLS but {self.local_address} is a plaintext "
+                "tcp:// listener; the peer should use tcp:// or the server tls://"
+            )
+        tls = self.peer_address.replace("tcp://", "tls://", 1)
+        raise FatalCommClosedError(
+            f"the server at {self.peer_address} only accepts TLS: connect to {tls} "
+            "with a Security holding the cluster's certificates (security=)"
+        )
 
     async def _read_large(self, lengths: list[int], as_bytes: list[bool]) -> list:
         """Frames marked ``as_bytes`` are read into new ``bytes`` objects; the
@@ -287,8 +323,28 @@ async def connect(
     """
     if max_message_size is None:
         max_message_size = configured_max_message_size()
-    global _tcp_client
     address = normalize_address(address)
+    stream = await open_stream(address, timeout, max_message_size, retry_refused)
+    sock = stream.socket
+    if sock is None:  # accepted, then closed at once (a server shutting down)
+        raise CommClosedError(f"connection to {address} was closed while connecting")
+    local = sock.getsockname()
+    comm = Comm(
+        stream,
+        f"tcp://{local[0]}:{local[1]}",
+        address,
+        deserialize=deserialize,
+        max_message_size=max_message_size,
+    )
+    return comm
+
+
+async def open_stream(
+    address: str, timeout: float, max_message_size: int, retry_refused: bool = True
+) -> IOStream:
+    """A connected plain ``IOStream`` to ``address`` (any scheme: TLS starts
+    on top of it), retrying refused connections as ``connect`` says."""
+    global _tcp_client
     host, port = get_address_host_port(address)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -319,18 +375,7 @@ async def connect(
             raise OSError(
                 f"Timed out trying to connect to {address} after {timeout} s"
             ) from None
-    sock = stream.socket
-    if sock is None:  # accepted, then closed at once (a server shutting down)
-        raise CommClosedError(f"connection to {address} was closed while connecting")
-    local = sock.getsockname()
-    comm = Comm(
-        stream,
-        f"tcp://{local[0]}:{local[1]}",
-        address,
-        deserialize=deserialize,
-        max_message_size=max_message_size,
-    )
-    return comm
+    return stream
 
 
 def _raise_if_cancelled() -> None:
@@ -349,7 +394,10 @@ class Listener(TCPServer):
     """Accepts connections and hands each new ``Comm`` to ``handler``.
 
     ``max_message_size`` defaults to ``distributed.comm.max-message-size``.
+    ``async with listen(...) as listener:`` stops it on exit.
     """
+
+    scheme = "tcp"
 
     def __init__(
         self,
@@ -374,8 +422,19 @@ class Listener(TCPServer):
         )
         self.add_sockets(sockets)
         bound_host, bound_port = sockets[0].getsockname()[:2]
-        self.address = f"tcp://{bound_host}:{bound_port}"
+        self.address = f"{self.scheme}://{bound_host}:{bound_port}"
         return self.address
+
+    @property
+    def contact_address(self) -> str | None:
+        """The address peers connect to (the bound one)."""
+        return self.address
+
+    async def __aenter__(self) -> Listener:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.stop()
 
     async def handle_stream(self, stream: IOStream, address) -> None:
         comm = Comm(
@@ -385,6 +444,10 @@ class Listener(TCPServer):
             deserialize=self.deserialize,
             max_message_size=self.max_message_size,
         )
+        comm.accepted = True
+        await self._serve(comm)
+
+    async def _serve(self, comm: Comm) -> None:
         try:
             await self.handler(comm)
         except Exception:
