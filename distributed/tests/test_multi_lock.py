@@ -8,7 +8,7 @@ import time
 import pytest
 
 from distributed import Client, get_worker
-from distributed.coordination.lock import LockNotHeldError
+from distributed.coordination.lock import Lock, LockNotHeldError
 from distributed.coordination.multi_lock import MultiLock, MultiLockExtension
 from distributed.utils_test import async_wait_for, cluster, gen_cluster, wait_for
 
@@ -169,10 +169,10 @@ def test_multi_lock_needs_a_client():
         MultiLock(["a"]).acquire()
 
 
-def _hold_until_told(home, marker):
+def _hold_until_told(home, marker, make):
     if get_worker().address != home:
         return "moved"
-    lock = MultiLock(["m1", "m2"])
+    lock = make()
     lock.acquire()
     open(marker, "w").close()
     deadline = time.monotonic() + 60
@@ -181,17 +181,28 @@ def _hold_until_told(home, marker):
     return "not killed"
 
 
-def test_holder_on_a_killed_worker_releases(loop, tmp_path):
+def _multi_lock():
+    return MultiLock(["m1", "m2"])
+
+
+def _lock():
+    return Lock("m1")
+
+
+@pytest.mark.parametrize("make", [_multi_lock, _lock])
+def test_holder_on_a_killed_worker_releases(loop, tmp_path, make):
+    """SIGKILL: the worker's sockets close with it, its client's holds go."""
     marker = str(tmp_path / "held")
     with cluster() as (s, [a, b]):
         with Client(s["address"], loop=loop) as c:
-            f = c.submit(_hold_until_told, a["address"], marker, workers=[a["address"]],
+            f = c.submit(_hold_until_told, a["address"], marker, make, workers=[a["address"]],
                          allow_other_workers=True, pure=False)
             wait_for(lambda: os.path.exists(marker), timeout=20)
-            assert MultiLock(["m2"]).acquire(timeout=0.1) is False
+            assert make().acquire(timeout=0.1) is False
             a["proc"].kill()
-            with MultiLock(["m2", "m1"]) as lock:
-                assert lock.locked()
+            lock = make()
+            assert lock.acquire(timeout=20) is True
+            lock.release()
             open(marker + ".stop", "w").close()
             assert f.result(timeout=20) == "moved"
 

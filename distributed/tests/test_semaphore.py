@@ -4,6 +4,7 @@ import gc
 import logging
 import os
 import pickle
+import signal
 import threading
 import time
 import uuid
@@ -353,6 +354,24 @@ def test_worker_killed_while_holding_does_not_block_others(loop, tmp_path, how):
             assert sem.acquire(timeout=20) is True
             sem.release()
             assert f.result(timeout=20) == "moved"
+
+
+def _kill_own_worker_inside(x, sem, kill_address):
+    with sem:
+        if get_worker().address == kill_address:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return x
+
+
+def test_worker_that_dies_inside_the_semaphore_blocks_nobody(loop):
+    """dask.distributed's test_worker_dies: a worker ends (SIGTERM) while a
+    task holds the only lease; every task still completes."""
+    with cluster(config=FAST_LEASES) as (s, [a, b]):
+        with Client(s["address"], loop=loop) as c:
+            sem = Semaphore(name="x", max_leases=1)
+            futures = c.map(_kill_own_worker_inside, range(10), sem=sem, kill_address=a["address"], pure=False)
+            assert sorted(c.gather(futures)) == list(range(10))
+            wait_for(lambda: sem.get_value() == 0, timeout=20)
 
 
 @gen_cluster(client=True, config=FAST_LEASES)
