@@ -122,6 +122,7 @@ class _SemaphoreState:
     acquire_total: int = 0
     release_total: int = 0
     waited_total: float = 0.0  # seconds granted leases spent waiting, summed
+    stale_total: int = 0  # leases of connected holders that went without refresh
 
 
 class SemaphoreExtension:
@@ -177,14 +178,17 @@ class SemaphoreExtension:
     @property
     def metrics(self) -> dict[str, dict]:
         """``{metric: {name: value}}``: ``acquire_total``, ``release_total``,
-        ``pending`` (requests waiting now) and ``average_pending_lease_time``
-        (mean seconds a granted lease waited for its grant)."""
+        ``pending`` (requests waiting now), ``average_pending_lease_time``
+        (mean seconds a granted lease waited for its grant) and
+        ``stale_total`` (leases whose connected holder stopped refreshing,
+        kept rather than overbooked)."""
         out: dict[str, dict] = {"acquire_total": {}, "release_total": {}, "pending": {},
-                                "average_pending_lease_time": {}}
+                                "average_pending_lease_time": {}, "stale_total": {}}
         for name, st in self._states.items():
             out["acquire_total"][name] = st.acquire_total
             out["release_total"][name] = st.release_total
             out["pending"][name] = len(st.waiters)
+            out["stale_total"][name] = st.stale_total
             out["average_pending_lease_time"][name] = (st.waited_total / st.acquire_total
                                                        if st.acquire_total else 0.0)
         return out
@@ -363,6 +367,7 @@ class SemaphoreExtension:
                     elif not lease.stale_logged:
                         lease.stale_logged = True
                         self.stale[lease.id] = name
+                        st.stale_total += 1
                         logger.warning(
                             "lease %s of semaphore %r not refreshed for %.1f s; its holder's client %s is "
                             "still connected, so the lease is kept (no overbooking). A task holding the GIL "

@@ -5,6 +5,7 @@ import logging
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -407,6 +408,61 @@ async def test_live_holder_that_stops_refreshing_is_not_overbooked(c, s, a, b):
     # The holder's next refresh (every lease-timeout / 5) brings it back.
     await async_wait_for(lambda: not ext.stale, timeout=5)
     assert await sem.release() is True
+
+
+def _hog_the_gil_inside(sem, seconds, held_marker, done_marker):
+    """Hold a lease while keeping the GIL for ``seconds``: this process's
+    event loop (and so its lease refreshes) cannot run meanwhile."""
+    with sem:
+        open(held_marker, "w").close()
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(seconds * 10)  # no other thread gets the GIL until we block
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:  # pure Python: never releases the GIL
+                pass
+        finally:
+            sys.setswitchinterval(old)
+        open(done_marker, "w").close()
+    return "done"
+
+
+def _try_to_get_in(done_marker):
+    """Try to take a lease until the hog is done: (times it got in, tries)."""
+    sem = Semaphore(name="gil", register=False)
+    got_in = tries = 0
+    deadline = time.monotonic() + 60
+    while not os.path.exists(done_marker) and time.monotonic() < deadline:
+        tries += 1
+        if sem.acquire(timeout=0):
+            got_in += 1
+            sem.release()
+        time.sleep(0.01)  # the task's own pace
+    return got_in, tries
+
+
+def _semaphore_metrics(dask_scheduler):
+    return dask_scheduler.extensions["semaphores"].metrics
+
+
+@pytest.mark.slow
+def test_task_holding_the_gil_is_not_overbooked(loop, tmp_path, monkeypatch):
+    """Upstream frees the lease of a task that holds the GIL past the lease
+    timeout and lets a second holder in (d/d#4830); here it is kept."""
+    monkeypatch.setenv("DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_VALIDATION_INTERVAL", "50ms")
+    held, done = str(tmp_path / "held"), str(tmp_path / "done")
+    with cluster() as (s, [a, b]):
+        with Client(s["address"], loop=loop) as c:
+            sem = Semaphore(name="gil", lease_timeout="200ms")
+            hog = c.submit(_hog_the_gil_inside, sem, 5.0, held, done, workers=[a["address"]], pure=False)
+            wait_for(lambda: os.path.exists(held), timeout=20)
+            observer = c.submit(_try_to_get_in, done, workers=[b["address"]], pure=False)
+            assert hog.result(timeout=60) == "done"
+            got_in, tries = observer.result(timeout=60)
+            assert tries >= 1 and got_in == 0  # nobody got in while the hog held the lease
+            metrics = c.run_on_scheduler(_semaphore_metrics)
+            assert metrics["stale_total"]["gil"] >= 1  # its refreshes did stop
+            assert metrics["acquire_total"]["gil"] == 1
 
 
 @gen_cluster(client=True, config=FAST_LEASES)
