@@ -243,3 +243,12 @@ def test_extension_by_hand():
             await ext.acquire(locks=["z"], id="G")
 
     asyncio.run(main())
+
+
+@gen_cluster(client=True)
+def test_generator_style(c, s, a, b):
+    lock = MultiLock(["g1", "g2"])
+    assert (yield lock.acquire()) is True
+    assert (yield MultiLock(["g2"]).acquire(blocking=False)) is False
+    yield lock.release()
+    assert not s.extensions["multi_locks"].locks

@@ -569,3 +569,19 @@ def test_extension_retried_and_abandoned_requests():
             await ext.acquire(name="unknown", lease_id="L5")
 
     asyncio.run(main())
+
+
+# ----------------------------------------------------------------------
+# the coroutine-era style
+# ----------------------------------------------------------------------
+
+
+@gen_cluster(client=True)
+def test_generator_style(c, s, a, b):
+    sem = yield Semaphore(max_leases=1, name="gen")
+    assert (yield sem.acquire()) is True
+    assert (yield sem.acquire(timeout=0)) is False
+    assert (yield sem.get_value()) == 1
+    assert (yield sem.release()) is True
+    other = yield Semaphore(name="x", max_leases=2)  # registered before a task uses it
+    assert (yield c.submit(_in_task, 1, other)) == 2
