@@ -195,4 +195,19 @@ def new_worker_client(worker: Worker, timeout: float | None = None) -> Client:
     module, _, name = CLIENT_CLASS.partition(":")
     client_class = getattr(importlib.import_module(module), name)
     return client_class(worker.scheduler_address, loop=worker.loop, asynchronous=True,
-                        set_as_default=False, timeout=timeout, name="worker")
+                        set_as_default=False, timeout=timeout, name="worker",
+                        security=_worker_client_security(worker))
+
+
+def _worker_client_security(worker: Worker):
+    """The worker's Security for its own client: a worker given only a
+    worker certificate (``dask-worker --tls-cert``) shows that one."""
+    import copy
+
+    security = getattr(worker, "security", None)
+    if security is None or security.tls_client_cert is not None:
+        return security
+    security = copy.copy(security)
+    security.tls_client_cert = security.tls_worker_cert
+    security.tls_client_key = security.tls_worker_key
+    return security

@@ -378,6 +378,12 @@ class Nanny(Server):
             "worker_exit_status": self.worker_exit_status,
         }
         super().__init__(handlers)
+        # TLS: the nanny listens as a worker; its worker process gets the same
+        # Security object (security=True makes one set of credentials for both).
+        self.set_security(worker_kwargs.get("security"), "worker")
+        self.worker_kwargs["security"] = self.security
+        self._protocol = worker_kwargs.get("protocol")
+        self.listen_scheme(self._requested_host, self._protocol)  # a bad protocol raises here
 
     # ------------------------------------------------------------------
 
@@ -456,7 +462,8 @@ class Nanny(Server):
         self.status = Status.starting
         self._closed_event = asyncio.Event()
         host = self._requested_host or _choose_host(self.scheduler_address)
-        await self.listen(f"tcp://{host}:{self._requested_port or 0}")
+        scheme = self.listen_scheme(host, self._protocol)
+        await self.listen(f"{scheme}://{host.split('://', 1)[-1]}:{self._requested_port or 0}")
         if self.worker_kwargs.get("host") is None:
             self.worker_kwargs["host"] = host
         self.worker_kwargs["nanny"] = self.address

@@ -134,10 +134,13 @@ class Client(Submission, DataMovement, ClusterControl, Introspection):
         start: bool = True,
         **cluster_kwargs,
     ):
-        if security not in (None, False):
-            raise NotImplementedError(
-                "Client(security=...): TLS and authentication are not built yet here (the security "
-                "issue brings them); connect without security to a plain-TCP scheduler")
+        # TLS: security= in any accepted form (see distributed.security.coerce_security);
+        # None takes a cluster's own (LocalCluster(security=True)) or the configuration.
+        self._security_arg = security
+        if address is None and security is True:
+            security = None  # LocalCluster(security=True) makes the credentials we then use
+        self._set_security(security if security is not None
+                           else getattr(address, "security", None))
         if scheduler_file is not None and address is None:
             import json
 
@@ -199,6 +202,12 @@ class Client(Submission, DataMovement, ClusterControl, Introspection):
     # Starting and closing
     # ------------------------------------------------------------------
 
+    def _set_security(self, security) -> None:
+        from distributed.security import coerce_security
+
+        self.security = coerce_security(security)
+        self.connection_args = self.security.get_connection_args("client")
+
     @classmethod
     def current(cls, allow_global: bool = True) -> Client:
         """The client dask uses here (dask asks before any named scheduler):
@@ -246,10 +255,14 @@ class Client(Submission, DataMovement, ClusterControl, Introspection):
             from distributed.deploy.local import LocalCluster
 
             kwargs = dict(self._cluster_kwargs)
+            if self._security_arg not in (None, False):
+                kwargs.setdefault("security", self._security_arg)
             kwargs.setdefault("dashboard_address", None)
             self.cluster = await LocalCluster(asynchronous=True, **kwargs)
             self._own_cluster = True
             self._address = self.cluster.scheduler_address
+            if getattr(self.cluster, "security", None) is not None:
+                self._set_security(self.cluster.security)  # e.g. made by security=True
         timeout = timeout or self.timeout
         try:
             await self._connect_and_register(timeout)
@@ -265,7 +278,7 @@ class Client(Submission, DataMovement, ClusterControl, Introspection):
 
     async def _connect_and_register(self, timeout: float) -> None:
         """Open the report stream to the scheduler; flush what was queued."""
-        comm = await connect(self._address, timeout=timeout)
+        comm = await connect(self._address, timeout=timeout, **self.connection_args)
         comm.name = "client->scheduler"
         try:
             await comm.write({"op": "register-client", "client": self.id, "reply": False})
@@ -278,9 +291,10 @@ class Client(Submission, DataMovement, ClusterControl, Introspection):
             raise ValueError(f"unexpected first message from the scheduler: {msg!r}")
         self.scheduler_comm = comm
         if self.scheduler is None:
-            self.scheduler = rpc(self._address, timeout=timeout)
+            self.scheduler = rpc(self._address, timeout=timeout, connection_args=self.connection_args)
         if self.connection_pool is None:
-            self.connection_pool = ConnectionPool(limit=self._connection_limit)
+            self.connection_pool = ConnectionPool(limit=self._connection_limit,
+                                                  connection_args=self.connection_args)
         self._stream = BatchedSend(name="client->scheduler", on_too_large=self._on_message_too_large)
         self._stream.start(comm)
         self.status = "running"

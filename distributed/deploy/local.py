@@ -88,8 +88,14 @@ class LocalCluster:
         scheduler_kwargs: dict | None = None,
         **worker_kwargs: Any,
     ):
-        _refuse_unbuilt(security=security, protocol=protocol, blocked_handlers=blocked_handlers,
-                        interface=interface, services=services, worker_services=worker_services,
+        if protocol not in (None, "tcp", "tls", "tcp://", "tls://"):
+            raise ValueError(f"LocalCluster(protocol={protocol!r}): use 'tcp' or 'tls'")
+        from distributed.security import coerce_security
+
+        # security=True: fresh self-signed credentials shared by every process here.
+        self.security = coerce_security(security)
+        self.protocol = protocol
+        _refuse_unbuilt(blocked_handlers=blocked_handlers, interface=interface, services=services, worker_services=worker_services,
                         service_kwargs=service_kwargs)
         if "ncores" in worker_kwargs and threads_per_worker is None:
             threads_per_worker = worker_kwargs.pop("ncores")
@@ -164,8 +170,9 @@ class LocalCluster:
         if self.status == Status.running:
             return self
         self.status = Status.starting
+        skw = {"security": self.security, "protocol": self.protocol, **self.scheduler_kwargs}
         self.scheduler = Scheduler(host=self.host, port=self.scheduler_port,
-                                   dashboard_address=self.dashboard_address, **self.scheduler_kwargs)
+                                   dashboard_address=self.dashboard_address, **skw)
         self.scheduler.start()
         await self._add_workers(self.n_workers)
         self.status = Status.running
@@ -176,6 +183,8 @@ class LocalCluster:
         opts.setdefault("nthreads", self.threads_per_worker)
         opts.setdefault("memory_limit", self.memory_limit)
         opts.setdefault("host", self.host)
+        opts.setdefault("security", self.security)
+        opts.setdefault("protocol", self.protocol)
         opts["name"] = name
         return opts
 
@@ -303,13 +312,6 @@ def _refuse_unbuilt(**options: Any) -> None:
     """Raise for an option whose feature is not built yet, rather than start
     a cluster that silently lacks it (a ``security=`` dropped would give a
     plain-TCP cluster to someone who asked for TLS)."""
-    security, protocol = options.pop("security"), options.pop("protocol")
-    if security not in (None, False):
-        raise NotImplementedError(
-            "LocalCluster(security=...): TLS and authentication are not built yet here "
-            "(the security issue brings them); leave security out for a plain-TCP cluster on 127.0.0.1")
-    if protocol not in (None, "tcp", "tcp://"):
-        raise NotImplementedError(f"LocalCluster(protocol={protocol!r}): only 'tcp' is available here")
     given = sorted(name for name, value in options.items() if value)
     if given:
         raise NotImplementedError(f"LocalCluster: {', '.join(given)} not supported here yet; leave "

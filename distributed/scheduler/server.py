@@ -79,6 +79,8 @@ class Scheduler(Server):
         dashboard: bool = False,
         interface: str | None = None,
         extensions: dict | None = None,
+        security=None,
+        protocol: str | None = None,
         **kwargs,
     ):
         config.refresh()
@@ -163,6 +165,10 @@ class Scheduler(Server):
             "restart-request": self._restart_request,
         }
         super().__init__(handlers, stream_handlers, deserialize=False)
+        # TLS: security= in any accepted form; protocol= 'tcp' or 'tls' (or in host=).
+        self.set_security(security, "scheduler")
+        self._protocol = protocol
+        self.listen_scheme(self._host, protocol)  # a bad protocol raises here
         self.rpc.limit = 512  # the scheduler talks to every worker
         # Named add-ons (locks, ...) through the registry: they add their own handlers.
         self.extensions = load_extensions(self, extensions)
@@ -214,8 +220,10 @@ class Scheduler(Server):
         self._loop = self.loop
         from distributed.comm import listen
 
-        self.listener = listen(f"tcp://{self._host}:{self._port}", self.handle_comm,
-                               deserialize=False)  # limit: distributed.comm.max-message-size
+        scheme = self.listen_scheme(self._host, self._protocol)
+        host = self._host.split("://", 1)[-1]
+        self.listener = listen(f"{scheme}://{host}:{self._port}", self.handle_comm,
+                               deserialize=False, **self.listen_args)  # limit: distributed.comm.max-message-size
         self.status = Status.running
         ttl = self.worker_ttl
         if ttl:

@@ -83,15 +83,11 @@ async def test_asynchronous_local_cluster():
             await asyncio.wait_for(c.gather(c.map(inc, range(5))), 10)
 
 
-@pytest.mark.parametrize("kwargs", [{"security": True}, {"protocol": "tls"}, {"protocol": "tls://"},
-                                    {"interface": "lo"}, {"blocked_handlers": ["run_function"]}])
+@pytest.mark.parametrize("kwargs", [{"interface": "lo"}, {"blocked_handlers": ["run_function"]}])
 def test_options_not_built_yet_raise_instead_of_being_dropped(kwargs):
     """An option the cluster could not honour must not give a cluster
-    without it (security=True silently gave plain TCP before)."""
+    without it (security=True silently gave plain TCP before; TLS is built
+    now: test_tls_cluster.py)."""
     with pytest.raises(NotImplementedError, match="here"):
         LocalCluster(n_workers=0, processes=False, **kwargs)
 
-
-def test_client_security_not_built_yet_raises():
-    with pytest.raises(NotImplementedError, match="security"):
-        Client("tcp://127.0.0.1:1", security=True, start=False)

@@ -157,6 +157,8 @@ class Worker(Server):
         memory_pause_fraction: float | bool | None = None,
         max_spill: int | str | bool | None = None,
         memory_monitor_interval: float | str | None = None,
+        security=None,
+        protocol: str | None = None,
         **kwargs,
     ):
         config.refresh()
@@ -227,6 +229,10 @@ class Worker(Server):
             "close": self._handle_close_request,
         }
         super().__init__(handlers, stream_handlers)
+        # TLS: security= in any accepted form; protocol= 'tcp' or 'tls' (or in host=).
+        self.set_security(security, "worker")
+        self._protocol = protocol
+        self.listen_scheme(self._requested_host, protocol)  # a bad protocol raises here
         Worker._instances.add(self)
 
     # ------------------------------------------------------------------
@@ -260,7 +266,8 @@ class Worker(Server):
         self._closed_event = asyncio.Event()
         host = self._requested_host or _choose_host(self.scheduler_address)
         port = self._requested_port or 0
-        await self.listen(f"tcp://{host}:{port}")
+        scheme = self.listen_scheme(host, self._protocol)
+        await self.listen(f"{scheme}://{host.split('://', 1)[-1]}:{port}")
         self.state.address = self.address
         if self.name is None:
             self.name = self.address
@@ -280,7 +287,7 @@ class Worker(Server):
     async def _register_with_scheduler(self) -> None:
         timeout = self.death_timeout or config.get_timedelta("distributed.comm.timeouts.connect")
         try:
-            comm = await connect(self.scheduler_address, timeout=timeout)
+            comm = await connect(self.scheduler_address, timeout=timeout, **self.connection_args)
         except OSError as e:
             raise OSError(
                 f"Worker could not reach the scheduler at {self.scheduler_address} within "
