@@ -256,3 +256,25 @@ def test_blocking_api_with_real_processes(loop):
                 q.get(timeout=0.1)
             assert q.qsize() == 0
             q.close()
+
+
+def _queue_chain(n):
+    from distributed import worker_client
+
+    with worker_client() as client:
+        q = Queue("chain", client=client)
+        for _ in range(n):
+            x = q.get(timeout=30).result()
+            q.put(client.submit(inc, x, pure=False))
+        return n
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 2)] * 2, timeout=60)
+async def test_futures_circulating_between_tasks_are_never_lost(c, s, a, b):
+    q = Queue("chain")
+    for future in await c.scatter(list(range(5))):
+        await q.put(future)
+    assert await c.gather(c.map(_queue_chain, [10] * 5, pure=False)) == [10] * 5
+    left = await q.get(batch=True)
+    assert sum(await c.gather(left)) == sum(range(5)) + 50  # every increment arrived
+    await async_wait_for(lambda: not s.extensions["queues"].in_flight, timeout=10)

@@ -301,3 +301,26 @@ def test_future_kept_alive_after_the_client_releases_it(loop):
         with Client(s["address"], loop=loop) as c2:
             assert c2.run_on_scheduler(_state_of, "kept") == "memory"
             assert Variable("keep").get().result() == 2
+
+
+def _chain(n):
+    from distributed import worker_client
+
+    with worker_client() as client:
+        v = Variable("chain", client=client)
+        for _ in range(n):
+            x = v.get().result()  # a lost key would raise CancelledError here
+            v.set(client.submit(inc, x, pure=False))
+        return v.get().result()
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 2)] * 2, timeout=60)
+async def test_concurrent_readers_and_writers_never_lose_the_value(c, s, a, b):
+    """Without a lock updates may be lost, but never the key a reader got."""
+    v = Variable("chain")
+    await v.set(await c.scatter(0))
+    results = await c.gather(c.map(_chain, [10] * 4, pure=False))
+    assert all(r >= 10 for r in results)
+    assert await (await v.get()) >= 10
+    await async_wait_for(lambda: not s.extensions["variables"].in_flight, timeout=10)
+    assert len(s.extensions["variables"].holders["chain"].counts) == 1
