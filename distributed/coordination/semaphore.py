@@ -143,6 +143,7 @@ class SemaphoreExtension:
         self._states: dict[Any, _SemaphoreState] = {}
         self.stale: dict[str, Any] = {}
         self._abandoned: OrderedDict[str, None] = OrderedDict()
+        self._closed_names: OrderedDict[Any, None] = OrderedDict()  # closed, not registered since
         self._check: asyncio.TimerHandle | None = None
         self._closed = False
         scheduler.handlers.update({
@@ -201,6 +202,7 @@ class SemaphoreExtension:
         name = _normalize_name(name)
         _check_max_leases(max_leases)
         st = self._states.get(name)
+        self._closed_names.pop(name, None)
         if st is None:
             self._states[name] = _SemaphoreState(max_leases)
         elif st.max_leases != max_leases:
@@ -208,9 +210,11 @@ class SemaphoreExtension:
                              f"it cannot be registered again with max_leases={max_leases}")
 
     async def acquire(self, comm=None, name=None, lease_id=None, timeout=None, client=None, worker=None,
-                      lease_timeout=None, **kwargs) -> bool:
+                      lease_timeout=None, max_leases=None, **kwargs) -> bool:
         """Grant a lease to ``lease_id`` now or when it is its turn; False
-        after ``timeout`` seconds (``0``: only if one is free now)."""
+        after ``timeout`` seconds (``0``: only if one is free now).  A name
+        never registered is registered with ``max_leases`` (a request may
+        overtake the registration of its semaphore); a closed one raises."""
         if self._closed:
             raise RuntimeError("the scheduler is closing; no semaphore lease can be acquired")
         if not isinstance(lease_id, str):
@@ -218,7 +222,10 @@ class SemaphoreExtension:
         name = _normalize_name(name)
         st = self._states.get(name)
         if st is None:
-            raise RuntimeError(f"Semaphore {name!r} not known or already closed.")
+            if max_leases is None or name in self._closed_names:
+                raise RuntimeError(f"Semaphore {name!r} not known or already closed.")
+            self.register(name=name, max_leases=max_leases)
+            st = self._states[name]
         if lease_id in st.leases:
             return True  # a retried request: granted once
         for waiting in list(st.waiters):
@@ -312,6 +319,9 @@ class SemaphoreExtension:
         st = self._states.pop(name, None)
         if st is None:
             return []
+        self._closed_names[name] = None
+        while len(self._closed_names) > _ABANDONED_MEMORY:
+            self._closed_names.popitem(last=False)
         closed = RuntimeError(f"Semaphore {name!r} was closed while this request waited")
         for lease in list(st.waiters):
             self._answer(name, lease, closed, st)
@@ -497,8 +507,9 @@ class Semaphore:
     * ``register=True`` creates the semaphore on the scheduler at once (on
       an asynchronous client: ``await Semaphore(...)``), and a name that
       exists with another ``max_leases`` raises ``ValueError``.  A copy
-      unpickled in a task does not register: after ``close()``, acquiring
-      raises ``RuntimeError``.
+      unpickled in a task does not register again; its first ``acquire``
+      registers a name the scheduler never saw, and raises
+      ``RuntimeError`` for a name that was closed.
     * Tasks that acquire have side effects: submit them with ``pure=False``
       if they may run with the same arguments twice.
     """
@@ -623,6 +634,7 @@ class Semaphore:
             try:
                 granted = await self._scheduler().semaphore_acquire(
                     name=self._key, lease_id=lease_id, timeout=timeout, worker=worker,
+                    max_leases=self.max_leases,
                     lease_timeout=self.lease_timeout,  # the rhythm this holder refreshes by
                     client=client.id if client is not None else None)
                 break

@@ -561,6 +561,14 @@ def test_extension_retried_and_abandoned_requests():
         ext.remove_client("c1")
         assert await waiting is True and await retry is True
         assert list(ext.leases["n"]) == ["L3"]
+        # A request may overtake its semaphore's registration; a closed name stays closed.
+        assert await ext.acquire(name="fresh", lease_id="F1", max_leases=2) is True
+        assert ext.max_leases["fresh"] == 2
+        assert ext.close_semaphore(name="fresh") == ["F1"]
+        with pytest.raises(RuntimeError, match="already closed"):
+            await ext.acquire(name="fresh", lease_id="F2", max_leases=2)
+        ext.register(name="fresh", max_leases=1)  # registered again: open again
+        assert await ext.acquire(name="fresh", lease_id="F3", max_leases=1) is True
         ext.close()
         with pytest.raises(RuntimeError, match="closing"):
             await ext.acquire(name="n", lease_id="L4")
