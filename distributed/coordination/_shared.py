@@ -190,11 +190,13 @@ def key_states(scheduler: Any, keys: Iterable) -> dict:
 # ----------------------------------------------------------------------
 
 
-def apply_key_states(client: Any, futures: Iterable, states: dict, what: str) -> None:
-    """Give Futures just received the states the scheduler sent with them,
-    so that ``future.status`` is right at once (the scheduler's own report
-    follows on the stream)."""
-    for future in futures:
+def apply_key_states(client: Any, value: Any, states: dict, what: str) -> None:
+    """Give the Futures in ``value``, just received, the states the scheduler
+    sent with them, so that ``future.status`` is right at once (the
+    scheduler's own report follows on the stream)."""
+    from distributed.futures import futures_of  # client side only: the scheduler never loads it
+
+    for future in futures_of(value):
         info = states.get(future.key)
         if not info:
             continue
@@ -216,7 +218,7 @@ def future_keys(value: Any, client: Any, what: str) -> list:
     held (cancelled, or of another cluster) raises at once instead of making
     the scheduler wait for a key that will not come."""
     from distributed.exceptions import CancelledError
-    from distributed.futures import futures_of
+    from distributed.futures import futures_of  # client side only: the scheduler never loads it
 
     keys = []
     for f in futures_of(value):

@@ -59,7 +59,6 @@ from distributed.coordination._shared import (
     wait_for_keys,
 )
 from distributed.exceptions import TimeoutError
-from distributed.futures import futures_of
 from distributed.protocol import Serialize, Serialized
 
 __all__ = ["Queue", "QueueExtension", "QueueClosedError"]
@@ -483,7 +482,7 @@ class Queue(ClientBound):
         if status != "OK":
             raise RuntimeError(f"Queue {self.name!r}.get: unexpected answer {status!r} from the scheduler")
         if reply.get("keys"):
-            apply_key_states(client, futures_of(items), reply.get("states") or {}, f"Queue {self.name!r}")
+            apply_key_states(client, items, reply.get("states") or {}, f"Queue {self.name!r}")
             # After the Futures' own messages on the same stream: they hold the keys now.
             self._send({"op": "queue-future-release", "name": self._key, "token": token})
         return items if batch is not False else items[0]

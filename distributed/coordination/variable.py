@@ -56,7 +56,6 @@ from distributed.coordination._shared import (
     wait_for_keys,
 )
 from distributed.exceptions import TimeoutError
-from distributed.futures import futures_of
 from distributed.protocol import Serialize, Serialized
 
 __all__ = ["Variable", "VariableExtension"]
@@ -342,7 +341,7 @@ class Variable(ClientBound):
         if status != "OK":
             raise RuntimeError(f"Variable {self.name!r}.get: unexpected answer {status!r} from the scheduler")
         if reply.get("keys"):
-            apply_key_states(client, futures_of(data), reply.get("states") or {}, f"Variable {self.name!r}")
+            apply_key_states(client, data, reply.get("states") or {}, f"Variable {self.name!r}")
             # After the Futures' own messages on the same stream: they hold the keys now.
             self._send({"op": "variable-future-received-confirm", "name": self._key, "token": token})
         return data

@@ -324,3 +324,18 @@ async def test_concurrent_readers_and_writers_never_lose_the_value(c, s, a, b):
     assert await (await v.get()) >= 10
     await async_wait_for(lambda: not s.extensions["variables"].in_flight, timeout=10)
     assert len(s.extensions["variables"].holders["chain"].counts) == 1
+
+
+def test_scheduler_side_modules_load_neither_futures_nor_dask():
+    """The scheduler loads these extensions: they must stay light there."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import distributed.coordination.variable, distributed.coordination.queue\n"
+            "import distributed.coordination.event, distributed.coordination.pubsub\n"
+            "import distributed.coordination.metadata\n"
+            "print(sorted(m for m in ('dask', 'distributed.futures', 'distributed.client.core') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
