@@ -130,6 +130,8 @@ async def wait_for_keys(scheduler: Any, keys: Iterable, timeout: float | None, w
     deadline = loop.time() + timeout
     delay = 0.002
     while missing:
+        if getattr(scheduler, "status", None) in ("closing", "closed"):
+            raise RuntimeError(f"{what}: the scheduler closed while waiting for {missing[:3]!r}")
         if loop.time() >= deadline:
             raise asyncio.TimeoutError(
                 f"{what}: the scheduler did not learn of the Future(s) {missing[:3]!r} within {timeout} s "
