@@ -592,6 +592,15 @@ class Semaphore:
             self._registering = asyncio.ensure_future(result)
             self._registering.add_done_callback(_log_failed_registration)
 
+    def register(self):
+        """Create this semaphore on the scheduler, or check that it exists
+        with this ``max_leases`` (``ValueError`` otherwise).  The
+        constructor does it unless ``register=False``.
+
+        >>> Semaphore(2, "db", register=False).register()    # doctest: +SKIP
+        """
+        return self._run(self._register)
+
     async def _register(self) -> None:
         await self._scheduler().semaphore_register(name=self._key, max_leases=self.max_leases)
         self._registered = True

@@ -196,6 +196,10 @@ async def test_registering_again_with_another_size_raises(c, s, a, b):
     with pytest.raises(ValueError, match="max_leases=2"):
         await Semaphore(max_leases=3, name="db")
     assert s.extensions["semaphores"].max_leases == {"db": 2}
+    with pytest.raises(ValueError, match="max_leases=2"):
+        await Semaphore(max_leases=1, name="db", register=False).register()
+    await Semaphore(max_leases=5, name="later", register=False).register()
+    assert s.extensions["semaphores"].max_leases == {"db": 2, "later": 5}
     for bad in (0, -1, 1.5, "2", True):
         with pytest.raises(ValueError, match="positive integer"):
             Semaphore(max_leases=bad)
