@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from distributed.cli.tls_options import add_tls_arguments, security_from_args
 from distributed.cli.utils import (
     ShutdownSignals,
     close_within,
@@ -80,6 +81,7 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="exit after this long (e.g. '60', '10m') with no clients and no tasks",
     )
+    add_tls_arguments(parser)
     parser.add_argument("--version", action="version", version=version_string(PROG))
     return parser
 
@@ -136,6 +138,8 @@ async def _serve(args: argparse.Namespace, shutdown: ShutdownSignals) -> int:
             scheduler_file=args.scheduler_file,
             dashboard_address=args.dashboard_address,
             dashboard=args.dashboard,
+            security=security_from_args(args, "scheduler"),
+            protocol=args.protocol,
         )
     except ValueError as e:  # e.g. a malformed DASK_DISTRIBUTED__* variable
         logger.error("%s", e)

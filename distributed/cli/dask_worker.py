@@ -39,6 +39,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from distributed.cli.tls_options import add_tls_arguments, security_from_args
 from distributed.cli.utils import (
     SHUTDOWN_SIGNALS,
     ShutdownSignals,
@@ -234,6 +235,7 @@ def make_parser() -> argparse.ArgumentParser:
         help="give up if the scheduler cannot be reached within this long "
         "(default: %(default)s)",
     )
+    add_tls_arguments(p)
     p.add_argument("--version", action="version", version=version_string(PROG))
     return p
 
@@ -277,6 +279,8 @@ def _worker_options(args: argparse.Namespace, index: int | None) -> dict[str, An
             "host": args.host,
             "port": args.worker_port,
             "local_directory": args.local_directory,
+            "security": security_from_args(args, "worker"),
+            "protocol": args.protocol,
         },
     }
 
@@ -347,6 +351,10 @@ async def _start_worker(options: dict[str, Any], deadline: float) -> Worker:
                 f"Could not listen on {opts['host'] or 'default host'}:"
                 f"{opts['port']}: {e}"
             ) from e
+        from distributed.comm import FatalCommClosedError
+
+        if isinstance(e, FatalCommClosedError):  # e.g. TLS on one side only: its own words
+            raise _StartError(str(e)) from e
         # The core's message nests the socket error; users get one plain
         # sentence, the details stay available at DEBUG level.
         logger.debug("connecting to the scheduler failed: %s", e)

@@ -1,0 +1,76 @@
+"""The TLS options shared by ``dask-scheduler`` and ``dask-worker``.
+
+``--tls-ca-file``, ``--tls-cert`` and ``--tls-key`` (existing files, made
+absolute) become a ``security=`` dict for the program's role, as upstream
+dask.distributed does; ``--protocol tcp|tls`` picks the transport (with
+certificates and no ``--protocol``, the server listens on ``tls://``).
+Without any of them the servers fall back on the configuration
+(``distributed.comm.tls.*``).
+
+>>> import argparse
+>>> p = argparse.ArgumentParser(); add_tls_arguments(p)
+>>> security_from_args(p.parse_args([]), "worker") is None
+True
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+__all__ = ["add_tls_arguments", "security_from_args"]
+
+
+def _existing_file(text: str) -> str:
+    """argparse ``type=``: a file that exists, as an absolute path."""
+    path = os.path.abspath(os.path.expanduser(text))
+    if not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f"file {text!r} does not exist")
+    return path
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--protocol``, ``--tls-ca-file``, ``--tls-cert`` and ``--tls-key``."""
+    group = parser.add_argument_group("TLS")
+    group.add_argument(
+        "--protocol",
+        choices=["tcp", "tls"],
+        help="transport to listen with (default: tls when --tls-cert is given, else tcp)",
+    )
+    group.add_argument(
+        "--tls-ca-file",
+        type=_existing_file,
+        metavar="FILE",
+        help="CA certificate(s) that sign every certificate of the cluster (PEM)",
+    )
+    group.add_argument(
+        "--tls-cert",
+        type=_existing_file,
+        metavar="FILE",
+        help="this process's certificate (PEM); may also hold the key",
+    )
+    group.add_argument(
+        "--tls-key",
+        type=_existing_file,
+        metavar="FILE",
+        help="this process's private key (PEM), if not in --tls-cert",
+    )
+
+
+def security_from_args(args: argparse.Namespace, role: str) -> dict | None:
+    """The ``security=`` dict for ``role`` (``"scheduler"`` or ``"worker"``)
+    from the parsed options, or None when no TLS option was given.
+
+    >>> ns = argparse.Namespace(tls_ca_file="/ca.pem", tls_cert="/c.pem", tls_key=None)
+    >>> security_from_args(ns, "scheduler")
+    {'tls_ca_file': '/ca.pem', 'tls_scheduler_cert': '/c.pem'}
+    """
+    if role not in ("scheduler", "worker"):
+        raise ValueError(f"role must be 'scheduler' or 'worker', not {role!r}")
+    given = {
+        "tls_ca_file": args.tls_ca_file,
+        f"tls_{role}_cert": args.tls_cert,
+        f"tls_{role}_key": args.tls_key,
+    }
+    security = {k: v for k, v in given.items() if v is not None}
+    return security or None
