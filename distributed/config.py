@@ -149,6 +149,7 @@ defaults: dict[str, Any] = {
             "tick": {"interval": "20ms", "limit": "3s", "cycle": "1s"},
             "max-error-length": 10000,
             "log-length": 10000,
+            "low-level-log-length": 1000,
             "log-format": "%(asctime)s - %(name)s - %(levelname)s - %(message)s",
             "pdb-on-err": False,
             "system-monitor": {"interval": "500ms", "log-length": 7200},

@@ -46,6 +46,8 @@ from tornado.ioloop import IOLoop
 from distributed import config
 from distributed.comm import get_address_host_port, normalize_address
 from distributed.core import Server, Status
+from distributed.nanny_plugins import NannyPluginsMixin
+from distributed.preloading import start_preloads, teardown_preloads
 from distributed.worker.server import (
     Worker,
     _choose_host,
@@ -301,7 +303,7 @@ def _listen_address(addr_or_port) -> tuple[str | None, int]:
     return get_address_host_port(normalize_address(addr_or_port))
 
 
-class Nanny(Server):
+class Nanny(Server, NannyPluginsMixin):
     """Supervise a worker process: ``Nanny(scheduler_address, nthreads=2)``,
     started with ``await nanny`` (or ``async with``); the same arguments as
     ``Worker``.
@@ -333,6 +335,8 @@ class Nanny(Server):
         silence_logs=None,
         env: dict | None = None,
         memory_terminate_fraction: float | None = None,
+        preload_nanny=None,
+        preload_nanny_argv=None,
         **worker_kwargs,
     ):
         config.refresh()
@@ -384,6 +388,9 @@ class Nanny(Server):
         self.worker_kwargs["security"] = self.security
         self._protocol = worker_kwargs.get("protocol")
         self.listen_scheme(self._requested_host, self._protocol)  # a bad protocol raises here
+        # nanny_plugins.py: plugins, log_event.  preload= goes to the worker;
+        # preload_nanny= is the nanny's own, as in dask.distributed.
+        self._init_plugins(preload_nanny, preload_nanny_argv)
 
     # ------------------------------------------------------------------
 
@@ -468,6 +475,8 @@ class Nanny(Server):
             self.worker_kwargs["host"] = host
         self.worker_kwargs["nanny"] = self.address
         try:
+            await start_preloads(self.preloads)
+            await self._fetch_plugins()  # before the worker process: e.g. its environment
             await self.instantiate()
         except BaseException:
             await self.close()
@@ -607,6 +616,8 @@ class Nanny(Server):
         self.status = Status.closing
         for pc in self.periodic_callbacks.values():
             pc.stop()
+        await self._teardown_plugins()
+        await teardown_preloads(self.preloads)
         proc = self.process
         if proc is not None:
             if proc.reason is None:

@@ -21,6 +21,7 @@ from distributed.cli.utils import (
     ShutdownSignals,
     close_within,
     duration_arg,
+    parse_with_preload_argv,
     run,
     setup_logging,
     version_string,
@@ -81,6 +82,14 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="exit after this long (e.g. '60', '10m') with no clients and no tasks",
     )
+    parser.add_argument(
+        "--preload",
+        action="append",
+        metavar="MODULE",
+        help="module name or .py file whose dask_setup(scheduler) runs once the "
+        "scheduler listens (repeatable); options this program does not know go "
+        "to its dask_setup if that is a click command",
+    )
     add_tls_arguments(parser)
     parser.add_argument("--version", action="version", version=version_string(PROG))
     return parser
@@ -140,13 +149,15 @@ async def _serve(args: argparse.Namespace, shutdown: ShutdownSignals) -> int:
             dashboard=args.dashboard,
             security=security_from_args(args, "scheduler"),
             protocol=args.protocol,
+            preload=args.preload,
+            preload_argv=args.preload_argv or None,
         )
-    except ValueError as e:  # e.g. a malformed DASK_DISTRIBUTED__* variable
+    except (ValueError, ImportError, OSError) as e:  # a malformed DASK_DISTRIBUTED__* variable, a bad preload
         logger.error("%s", e)
         return 1
     try:
         await scheduler.start()
-    except OSError as e:  # port in use, or an unwritable --scheduler-file
+    except Exception as e:  # port in use, an unwritable --scheduler-file, a failing preload
         logger.error(
             "Could not start the scheduler at %s:%s: %s", args.host, args.port, e
         )
@@ -166,7 +177,7 @@ async def _serve(args: argparse.Namespace, shutdown: ShutdownSignals) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dask-scheduler``; returns the exit code."""
-    args = make_parser().parse_args(argv)
+    args = parse_with_preload_argv(make_parser(), argv)
     setup_logging()
     return run(lambda shutdown: _serve(args, shutdown))
 

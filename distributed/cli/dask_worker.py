@@ -45,6 +45,7 @@ from distributed.cli.utils import (
     ShutdownSignals,
     close_within,
     duration_arg,
+    parse_with_preload_argv,
     run,
     setup_logging,
     version_string,
@@ -235,6 +236,20 @@ def make_parser() -> argparse.ArgumentParser:
         help="give up if the scheduler cannot be reached within this long "
         "(default: %(default)s)",
     )
+    p.add_argument(
+        "--preload",
+        action="append",
+        metavar="MODULE",
+        help="module name or .py file whose dask_setup(worker) runs as each worker "
+        "starts (repeatable); options this program does not know go to its "
+        "dask_setup if that is a click command",
+    )
+    p.add_argument(
+        "--preload-nanny",
+        action="append",
+        metavar="MODULE",
+        help="like --preload, for each nanny: dask_setup(nanny)",
+    )
     add_tls_arguments(p)
     p.add_argument("--version", action="version", version=version_string(PROG))
     return p
@@ -281,7 +296,11 @@ def _worker_options(args: argparse.Namespace, index: int | None) -> dict[str, An
             "local_directory": args.local_directory,
             "security": security_from_args(args, "worker"),
             "protocol": args.protocol,
+            "preload": args.preload,
+            "preload_argv": getattr(args, "preload_argv", None) or None,
         },
+        "preload_nanny": args.preload_nanny,
+        "preload_nanny_argv": getattr(args, "preload_argv", None) or None,
     }
 
 
@@ -528,6 +547,8 @@ async def _start_nannies(
                 address,
                 port=options["nanny_port"],
                 death_timeout=death_timeout,
+                preload_nanny=options.get("preload_nanny"),
+                preload_nanny_argv=options.get("preload_nanny_argv"),
                 **kwargs,
             )
         )
@@ -620,7 +641,7 @@ async def _serve_nannies(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dask-worker``; returns the exit code."""
     parser = make_parser()
-    args = parser.parse_args(argv)
+    args = parse_with_preload_argv(parser, argv)
     _check_args(parser, args)
     setup_logging()
     if args.nanny:

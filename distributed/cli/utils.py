@@ -24,6 +24,7 @@ __all__ = [
     "ShutdownSignals",
     "close_within",
     "duration_arg",
+    "parse_with_preload_argv",
     "run",
     "setup_logging",
     "version_string",
@@ -202,3 +203,20 @@ def duration_arg(text: str) -> float:
 def version_string(prog: str) -> str:
     """What ``--version`` prints, in upstream's form."""
     return f"{prog}, version {__version__}"
+
+
+def parse_with_preload_argv(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse ``argv``; options the parser does not know become
+    ``args.preload_argv`` (for a preload's click ``dask_setup``) when a
+    ``--preload`` was given, and are an error (exit code 2) otherwise.
+
+    >>> p = argparse.ArgumentParser(); _ = p.add_argument("--preload", action="append")
+    >>> parse_with_preload_argv(p, ["--preload", "m", "--level", "3"]).preload_argv
+    ['--level', '3']
+    """
+    args, extra = parser.parse_known_args(argv)
+    preloads = (getattr(args, "preload", None) or []) + (getattr(args, "preload_nanny", None) or [])
+    if extra and not preloads:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.preload_argv = extra
+    return args

@@ -42,7 +42,9 @@ from distributed import config, context, dask_graphs
 from distributed.batched import BatchedSend
 from distributed.client.control import ClusterControl
 from distributed.client.data import DataMovement, _Datasets
+from distributed.client.events import EventMethods
 from distributed.client.introspection import Introspection
+from distributed.client.plugins import PluginMethods
 from distributed.client.queues import stop_feeders
 from distributed.client.submission import Submission
 from distributed.comm import CommClosedError, connect, normalize_address
@@ -105,7 +107,7 @@ def worker_client(timeout=None, separate_thread: bool = True):
             rejoin()
 
 
-class Client(Submission, DataMovement, ClusterControl, Introspection):
+class Client(Submission, DataMovement, ClusterControl, Introspection, PluginMethods, EventMethods):
     """Connect to a cluster and submit work.
 
     >>> client = Client("tcp://127.0.0.1:8786")    # doctest: +SKIP
@@ -316,6 +318,8 @@ class Client(Submission, DataMovement, ClusterControl, Introspection):
             try:
                 await self._connect_and_register(timeout=max(min(self.timeout, 5), 0.5))
                 logger.info("Client reconnected to the scheduler at %s", self._address)
+                self._resubscribe_topics()  # a new scheduler knows neither (events.py, plugins.py)
+                await self._reregister_plugins()
                 return
             except Exception as e:
                 logger.debug("reconnecting to %s failed: %s", self._address, e)
@@ -336,6 +340,7 @@ class Client(Submission, DataMovement, ClusterControl, Introspection):
             "restart": self._on_restart,
             "restart-done": self._on_restart_done,
             "stream-closed": self._on_stream_closed,
+            "event": self._on_event,  # events.py: subscribed topics
         }
         try:
             while True:
@@ -458,6 +463,7 @@ class Client(Submission, DataMovement, ClusterControl, Introspection):
             return
         self.status = "closing"
         await stop_feeders(self)  # threads of scatter/map over a queue.Queue
+        await self._cancel_event_handlers()
         if self._reconnect_task is not None and self._reconnect_task is not asyncio.current_task():
             self._reconnect_task.cancel()
         if self._stream is not None and not self._stream.closed():

@@ -65,8 +65,9 @@ def _pending(marker: str, *names: str) -> dict[str, str]:
     return dict.fromkeys(names, marker)
 
 
-_PLUGINS = ("SchedulerPlugin", "WorkerPlugin", "NannyPlugin", "PipInstall", "CondaInstall",
-            "PackageInstall", "UploadFile", "UploadDirectory", "Environ")
+_PLUGINS = ("SchedulerPlugin", "WorkerPlugin", "NannyPlugin", "PipInstall", "PackageInstall",
+            "UploadFile", "Environ")
+_PLUGINS_PENDING = ("CondaInstall", "UploadDirectory")
 
 TABLE: dict[str, dict[str, str]] = {
     # ------------------------------------------------------------------
@@ -98,7 +99,8 @@ TABLE: dict[str, dict[str, str]] = {
         "Queue": "distributed.coordination.queue:Queue",
         "Event": "distributed.coordination.event:Event",
         **_at("distributed.coordination.pubsub", "Pub", "Sub"),
-        **_pending(COORDINATION, "Actor", "ActorFuture", "BaseActorFuture", *_PLUGINS),
+        **_pending(COORDINATION, "Actor", "ActorFuture", "BaseActorFuture", *_PLUGINS_PENDING),
+        **_at("distributed.diagnostics.plugin", *_PLUGINS),
         **_pending(DIAGNOSTICS, "progress", "performance_report", "get_task_stream",
                    "get_task_metadata", "print", "warn"),
         "Security": "distributed.security:Security",
@@ -257,9 +259,10 @@ TABLE: dict[str, dict[str, str]] = {
     "distributed.diagnostics": {
         "progress": DIAGNOSTICS,
         "MemorySampler": DIAGNOSTICS,
-        **_pending(COORDINATION, "SchedulerPlugin", "WorkerPlugin", "NannyPlugin"),
+        **_at("distributed.diagnostics.plugin", "SchedulerPlugin", "WorkerPlugin", "NannyPlugin"),
     },
-    "distributed.diagnostics.plugin": _pending(COORDINATION, *_PLUGINS),
+    "distributed.diagnostics.plugin": {**_at("distributed.diagnostics.plugin", *_PLUGINS),
+                                       **_pending(COORDINATION, *_PLUGINS_PENDING)},
     "distributed.diagnostics.progressbar": _pending(DIAGNOSTICS, "progress", "ProgressBar",
                                                     "TextProgressBar", "ProgressWidget",
                                                     "MultiProgressBar", "MultiProgressWidget"),

@@ -24,6 +24,7 @@ from distributed.exceptions import error_message
 from distributed.protocol import Serialized
 from distributed.remote_call import run_user_function
 from distributed.scheduler.extensions import close_extensions, load_extensions, notify_extensions
+from distributed.scheduler.plugin_server import SchedulerPluginsMixin
 from distributed.scheduler.state import SchedulerState
 from distributed.versions import get_versions
 
@@ -50,12 +51,12 @@ class _Started:
         self.server = server
 
     def __await__(self):
-        if False:  # pragma: no cover - makes this a generator
-            yield
+        # Scheduler plugins given to the constructor start with the scheduler.
+        yield from self.server._wait_plugins_started().__await__()
         return self.server
 
 
-class Scheduler(Server):
+class Scheduler(Server, SchedulerPluginsMixin):
     """The central scheduler.
 
     >>> async def main():                         # doctest: +SKIP
@@ -79,6 +80,9 @@ class Scheduler(Server):
         dashboard: bool = False,
         interface: str | None = None,
         extensions: dict | None = None,
+        plugins=None,
+        preload=None,
+        preload_argv=None,
         security=None,
         protocol: str | None = None,
         **kwargs,
@@ -172,6 +176,8 @@ class Scheduler(Server):
         self.rpc.limit = 512  # the scheduler talks to every worker
         # Named add-ons (locks, ...) through the registry: they add their own handlers.
         self.extensions = load_extensions(self, extensions)
+        # Plugins (Scheduler(plugins=...), add_plugin) and event topics: plugin_server.py.
+        self._init_plugins_and_events(plugins, preload, preload_argv)
 
     # ------------------------------------------------------------------
     # Attributes users and tests look at
@@ -225,6 +231,7 @@ class Scheduler(Server):
         self.listener = listen(f"{scheme}://{host}:{self._port}", self.handle_comm,
                                deserialize=False, **self.listen_args)  # limit: distributed.comm.max-message-size
         self.status = Status.running
+        self._start_plugins()
         ttl = self.worker_ttl
         if ttl:
             self.start_periodic_callback("worker-ttl", self._check_worker_ttl, min(max(ttl / 10, 0.05), 10))
@@ -239,7 +246,7 @@ class Scheduler(Server):
         return _Started(self).__await__()
 
     async def __aenter__(self):
-        self.start()
+        await self.start()  # also waits for preloads and plugins' start hooks
         return self
 
     async def __aexit__(self, *exc):
@@ -256,6 +263,7 @@ class Scheduler(Server):
                 await self._closed_event.wait()
             return
         self.status = Status.closing
+        await self._close_plugins("before_close")
         if close_workers:
             for addr in list(self.worker_streams):
                 try:
@@ -270,6 +278,7 @@ class Scheduler(Server):
         streams = [*self.worker_streams.values(), *self.client_streams.values()]
         await asyncio.gather(*(s.close(timeout=1) for s in streams), return_exceptions=True)
         await close_extensions(self.extensions)
+        await self._close_plugins("close")
         await self.close_server()
         if self.scheduler_file and os.path.exists(self.scheduler_file):
             try:
@@ -330,12 +339,13 @@ class Scheduler(Server):
         except Exception as e:
             await comm.write({"status": "error", "message": str(e)})
             return NO_REPLY
-        await comm.write({"status": "OK", "time": time.time()})
+        await comm.write({"status": "OK", "time": time.time(), **self._worker_registered_reply()})
         stream = BatchedSend(name=f"scheduler->{address}")
         stream.start(comm)
         self.worker_streams[address] = stream
         logger.info("Register worker %s (%s threads)", address, nthreads)
         self.send_all(cmsgs, wmsgs)
+        self._note_worker_added(address, nanny)
         try:
             await self.handle_stream(comm, extra={"worker": address})
         finally:
@@ -399,6 +409,7 @@ class Scheduler(Server):
             logger.warning("Remove worker %s: %s", address, reason or "lost")
         self.rpc.remove(address)
         self.send_all(*self.state.remove_worker(address, safe=safe, reason=reason, culprits=culprits))
+        self._note_worker_removed(address, safe, reason)
         return stream
 
     def remove_worker(self, address: str, safe: bool = False, **kwargs):
@@ -432,6 +443,7 @@ class Scheduler(Server):
                     exception_text="", traceback_text="", **kwargs):
         self.send_all(*self.state.handle_task_erred(
             key, worker, exception, traceback, exception_text, traceback_text))
+        self._note_task_erred(key, worker, exception_text)
 
     def _add_keys(self, worker=None, keys=(), nbytes=None, **kwargs):
         self.send_all(*self.state.handle_add_keys(worker, keys, nbytes))
@@ -470,6 +482,7 @@ class Scheduler(Server):
     async def add_client(self, comm=None, client=None, **kwargs):
         """A client connects; its connection becomes the client's stream."""
         self.state.add_client(client, now=time.time())
+        self._note_client_added(client)
         stream = BatchedSend(name=f"scheduler->{client}")
         stream.start(comm)
         self.client_streams[client] = stream
@@ -482,6 +495,7 @@ class Scheduler(Server):
                 del self.client_streams[client]
                 self.send_all(*self.state.remove_client(client))
                 notify_extensions(self.extensions, "remove_client", client)
+                self._note_client_removed(client)
                 logger.info("Remove client %s", client)
             stream.abort()
         return NO_REPLY
@@ -500,6 +514,7 @@ class Scheduler(Server):
             msgs = ({client: [{"op": "task-erred", "key": k, "exception": err["exception"],
                                "traceback": err["traceback"]} for k in keys]}, {})
         self.send_all(*msgs)
+        self._note_graph_updated(client, keys, tasks or {}, dependencies, priority, kwargs.get("annotations"))
 
     def _client_releases_keys(self, client=None, keys=(), **kwargs):
         self.send_all(*self.state.client_releases_keys(client, keys))
@@ -532,6 +547,8 @@ class Scheduler(Server):
         stream = self.client_streams.pop(client, None)
         self.send_all(*self.state.remove_client(client))
         notify_extensions(self.extensions, "remove_client", client)
+        if stream is not None:
+            self._note_client_removed(client)
         if stream is not None:
             self.spawn(stream.close())
 
@@ -768,6 +785,7 @@ class Scheduler(Server):
             self.state.idle.pop(addr, None)
         self._restarting.update(nannies)
         self.send_all(*self.state.restart())
+        self._note_restart()
         self.datasets.clear()
         return self._restart_workers(nannies, old, timeout, wait_for_workers)
 

@@ -456,12 +456,27 @@ class SchedulerState:
             return {}
         self.transition_counter += 1
         self.transition_log.append(ts.key, start, ts.state)  # ts.key: not a decoded copy
-        for plugin in self.plugins:
-            try:
-                plugin.transition(key, start, ts.state)
-            except Exception:
-                logger.exception("plugin %r failed in transition", plugin)
+        if self.plugins:  # the only cost of the hook when nobody listens
+            self._tell_plugins(ts, start, kwargs)
         return recs
+
+    def _tell_plugins(self, ts: TaskState, start: str, kwargs: dict) -> None:
+        """Call ``transition(key, start, finish, **kwargs)`` of each object in
+        ``plugins`` (the scheduler's plugin hooks).  A task just forgotten is
+        back in ``tasks`` during the call, so that plugins can read it."""
+        finish = ts.state
+        forgotten = finish == "forgotten"
+        if forgotten:
+            self.tasks[ts.key] = ts
+        try:
+            for plugin in self.plugins:
+                try:
+                    plugin.transition(ts.key, start, finish, **kwargs)
+                except Exception:
+                    logger.exception("plugin %r failed in transition", plugin)
+        finally:
+            if forgotten:
+                self.tasks.pop(ts.key, None)
 
     def transitions(self, recommendations: dict) -> tuple[dict, dict]:
         """Apply recommendations until none are left; return the messages."""

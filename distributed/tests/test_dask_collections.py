@@ -62,7 +62,7 @@ async def test_wide_tree_reduction_keeps_few_results_in_memory(c, s, *workers):
     held = {"now": 0, "max": 0}
 
     class CountMemory:
-        def transition(self, key, start, finish):
+        def transition(self, key, start, finish, **kwargs):
             if finish == "memory":
                 held["now"] += 1
             if start == "memory":

@@ -33,7 +33,7 @@ class _Transitions:
         self.started: dict = {}
         self.in_memory: set = set()
 
-    def transition(self, key, start, finish):
+    def transition(self, key, start, finish, **kwargs):
         if finish == "processing":
             ts = self.scheduler.tasks[key]
             self.started[key] = (ts.retries, ts.priority[0], ts.worker_restrictions, ts.loose_restrictions,

@@ -217,13 +217,25 @@ def test_module_made_from_the_table():
 
 
 def test_package_made_from_the_table_has_submodules():
-    import distributed.diagnostics as diagnostics
+    import distributed.http as http
 
-    assert diagnostics.__path__ == []
-    with pytest.raises(ImportError, match="issue 12"):
-        importlib.import_module("distributed.diagnostics.plugin")
+    assert http.__path__ == []
+    with pytest.raises(ImportError, match="issue 13"):
+        importlib.import_module("distributed.http.routing")
+    with pytest.raises(ImportError, match="issue 13"):
+        from distributed.http.utils import redirect  # noqa: F401
+
+
+def test_real_package_gets_pending_names_from_the_table():
+    """``distributed.diagnostics`` is ours (the plugin base classes); the
+    names still to come raise ImportError naming their issue."""
+    from distributed.diagnostics import SchedulerPlugin  # noqa: F401
+    from distributed.diagnostics.plugin import WorkerPlugin  # noqa: F401
+
     with pytest.raises(ImportError, match="issue 13"):
         from distributed.diagnostics import progress  # noqa: F401
+    with pytest.raises(ImportError, match="issue 12"):
+        from distributed.diagnostics.plugin import CondaInstall  # noqa: F401
 
 
 def test_old_submodule_path_does_not_replace_the_name_of_the_same_name():

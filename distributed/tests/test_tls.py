@@ -238,3 +238,42 @@ async def _wait_for(predicate, what: str, timeout: float = 10) -> None:
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+@gen_test()
+async def test_rpc_tls():
+    from distributed.core import Server, rpc
+
+    sec = tls_security()
+    server = Server({"ping": lambda comm: "pong"})
+    server.set_security(sec, "scheduler")
+    await server.listen("tls://127.0.0.1:0")
+    try:
+        assert server.address.startswith("tls://")
+        async with rpc(server.address, connection_args=sec.get_connection_args("client")) as r:
+            assert await r.ping() == "pong"
+        async with rpc(server.address, timeout=5) as r:  # no certificate: refused, clearly
+            with pytest.raises(TypeError, match="ssl.SSLContext"):
+                await r.ping()
+    finally:
+        await server.close_server()
+
+
+@gen_test()
+async def test_connection_pool_tls():
+    from distributed.core import ConnectionPool, Server
+
+    sec = tls_security()
+    servers = [Server({"ping": lambda comm: "pong"}) for _ in range(3)]
+    for server in servers:
+        server.set_security(sec, "worker")
+        await server.listen("tls://127.0.0.1:0")
+    pool = ConnectionPool(limit=2, connection_args=sec.get_connection_args("client"))
+    try:
+        results = await asyncio.gather(*(pool(s.address).ping() for s in servers for _ in range(3)))
+        assert results == ["pong"] * 9
+        assert pool.open <= 2
+    finally:
+        await pool.close()
+        for server in servers:
+            await server.close_server()

@@ -33,6 +33,7 @@ from distributed.context import get_worker
 from distributed.core import Server, Status
 from distributed.dask_graphs import run_node
 from distributed.exceptions import Reschedule, error_message
+from distributed.preloading import start_preloads, teardown_preloads
 from distributed.protocol import MessageTooLargeError, Serialize
 from distributed.remote_call import run_user_function
 from distributed.spec import NODE, WALK, open_spec, run_spec_call
@@ -40,6 +41,7 @@ from distributed.spill import SpillBuffer
 from distributed.threadpool import ThreadPool, set_task_hooks
 from distributed.utils import in_thread_of, sizeof, sync, thread_state
 from distributed.versions import get_versions
+from distributed.worker.plugins import WorkerPluginsMixin
 from distributed.worker.state import Execute, GatherDep, WorkerState
 
 __all__ = ["Worker", "get_worker", "nthreads_from", "parse_memory_limit", "scheduler_address_from"]
@@ -118,7 +120,7 @@ def _choose_host(scheduler_address: str) -> str:
         return "127.0.0.1"
 
 
-class Worker(Server):
+class Worker(Server, WorkerPluginsMixin):
     """A worker: ``Worker(scheduler_address, nthreads=2)``, started with
     ``await worker`` (or ``async with``).
 
@@ -157,6 +159,9 @@ class Worker(Server):
         memory_pause_fraction: float | bool | None = None,
         max_spill: int | str | bool | None = None,
         memory_monitor_interval: float | str | None = None,
+        plugins=None,
+        preload=None,
+        preload_argv=None,
         security=None,
         protocol: str | None = None,
         **kwargs,
@@ -229,6 +234,7 @@ class Worker(Server):
             "close": self._handle_close_request,
         }
         super().__init__(handlers, stream_handlers)
+        self._init_plugins(plugins, preload, preload_argv)  # worker/plugins.py: plugins, preloads, events
         # TLS: security= in any accepted form; protocol= 'tcp' or 'tls' (or in host=).
         self.set_security(security, "worker")
         self._protocol = protocol
@@ -272,11 +278,13 @@ class Worker(Server):
         if self.name is None:
             self.name = self.address
         try:
+            await start_preloads(self.preloads)  # dask_setup(worker) before registering
             await self._register_with_scheduler()
         except BaseException:
             await self.close(report=False)
             raise
         self.status = Status.running
+        await self._setup_pending_plugins()
         self.start_periodic_callback("heartbeat", self.heartbeat, self.heartbeat_interval)
         if self.memory_limit and (self.memory_spill_fraction or self.memory_pause_fraction):
             self.start_periodic_callback("memory", self._check_memory, self.memory_monitor_interval)
@@ -323,6 +331,8 @@ class Worker(Server):
         if self.status == Status.paused:  # registered again while paused
             self.batched_stream.send({"op": "worker-status-change", "status": "paused"})
         self._registered = True
+        # Before any task arrives: the plugins registered so far (errors logged).
+        await self._setup_plugins_from_scheduler(response.get("worker-plugins"))
         self.spawn(self._listen_to_scheduler(comm))
 
     async def _listen_to_scheduler(self, comm) -> None:
@@ -384,6 +394,8 @@ class Worker(Server):
         self.status = Status.closing
         for pc in self.periodic_callbacks.values():
             pc.stop()
+        await self._teardown_plugins()
+        await teardown_preloads(self.preloads)
         client = self._client
         if client is not None:  # made by _get_client(): a task or its arguments needed it
             self._client = None

@@ -162,6 +162,9 @@ class WorkerState:
         self.scheduler_msgs: list = []
         self.log: deque = deque(maxlen=story_length)
         self.paused = False
+        # The class of new tasks: a subclass reports state changes to
+        # worker plugins (worker/plugins.py); plain TaskState costs nothing.
+        self.task_class: type = TaskState
 
     # ------------------------------------------------------------------
     # Stimuli from the scheduler
@@ -219,9 +222,10 @@ class WorkerState:
                     dts.previous = None
                 elif dts.state in ("released", "missing", "error"):
                     self._to_fetch(dts)
-        if ts.waiting_for_data:
-            ts.state = "waiting"
-        else:
+        # Through "waiting" even when nothing is missing: transition
+        # observers see released, waiting, ready as in dask.distributed.
+        ts.state = "waiting"
+        if not ts.waiting_for_data:
             self._to_ready(ts)
 
     def _fetch_failed(self, ts: TaskState) -> None:
@@ -464,7 +468,7 @@ class WorkerState:
     def _ensure_task(self, key) -> TaskState:
         ts = self.tasks.get(key)
         if ts is None:
-            ts = self.tasks[key] = TaskState(key)
+            ts = self.tasks[key] = self.task_class(key)
         return ts
 
     def _finished_msg(self, ts: TaskState) -> dict:
@@ -536,6 +540,7 @@ class WorkerState:
         self._drop(ts.key)
         if self.tasks.get(ts.key) is ts:
             del self.tasks[ts.key]
+            ts.state = "forgotten"  # nothing refers to it any more
 
     # ------------------------------------------------------------------
     # Deciding what to start
