@@ -104,17 +104,23 @@ class ClusterControl:
         return self.sync(self._upload_file, filename, load=load)
 
     async def _upload_file(self, filename: str, raise_on_error: bool = True, load: bool = True):
-        import os
+        from distributed.diagnostics.plugin import UploadFile
 
-        with open(filename, "rb") as f:
-            data = f.read()
-        responses = await self.scheduler.broadcast(
-            msg={"op": "upload_file", "filename": os.path.basename(filename), "data": data, "load": load})
-        for resp in responses.values():
-            if isinstance(resp, dict) and resp.get("status") == "error" and raise_on_error:
-                _, exc, tb = clean_exception(**resp)
-                raise exc.with_traceback(tb)
-        return {a: r.get("nbytes") if isinstance(r, dict) else r for a, r in responses.items()}
+        # A worker plugin, so that workers which join later get the file too
+        # (plugins.py); {worker: {"status": "OK"}} as in dask.distributed.
+        plugin = UploadFile(filename, load=load)
+        try:
+            return await self._register_worker_plugin(plugin)
+        except Exception as e:
+            # A file that fails to load is not handed to workers that join later.
+            try:
+                await self._unregister_worker_plugin(plugin.name)
+            except Exception as e2:
+                logger.debug("withdrawing %s failed too: %r", plugin.name, e2)
+            if raise_on_error:
+                raise
+            logger.warning("upload_file %s failed on some workers: %r", filename, e)
+            return {}
 
     def retire_workers(self, workers=None, close_workers: bool = True, asynchronous=None, **kwargs):
         """Move the data of ``workers`` elsewhere and close them."""

@@ -223,6 +223,10 @@ class UploadFile(WorkerPlugin):
         if inspect.isawaitable(result):
             result = await result
         if isinstance(result, dict) and result.get("status") == "error":
+            exc = result.get("exception")
+            exc = getattr(exc, "data", exc)  # the worker's error_message wraps it in Serialize
+            if isinstance(exc, BaseException):
+                raise exc  # e.g. the SyntaxError of an uploaded module, as before
             raise RuntimeError(f"uploading {self.filename} to {worker.address} failed: "
                                f"{result.get('exception_text') or result.get('text')}")
 

@@ -232,3 +232,30 @@ def test_worker_plugin_with_processes(loop):
             assert c.run(lambda dask_worker: dask_worker.marked) == {a["address"]: "yes"}
             c.unregister_worker_plugin("mark")
             assert c.run(lambda dask_worker: list(dask_worker.plugins)) == {a["address"]: []}
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)])
+async def test_upload_file_reaches_workers_that_join_later(c, s, a):
+    import os
+    import shutil
+    import sys
+    import tempfile
+
+    d = tempfile.mkdtemp()
+    try:
+        good = os.path.join(d, "g_later_mod.py")
+        with open(good, "w") as f:
+            f.write("VALUE = 7\n")
+        assert await c.upload_file(good) == {a.address: {"status": "OK"}}
+        async with Worker(s.address, nthreads=1) as late:
+            assert os.path.exists(os.path.join(late.local_directory, "g_later_mod.py"))
+        bad = os.path.join(d, "g_bad_mod.py")
+        with open(bad, "w") as f:
+            f.write("def broken(:\n")
+        with pytest.raises(SyntaxError):
+            await c.upload_file(bad)
+        assert "upload-file-g_bad_mod.py" not in s.worker_plugins  # withdrawn
+        assert "upload-file-g_later_mod.py" in s.worker_plugins
+    finally:
+        shutil.rmtree(d)
+        sys.modules.pop("g_later_mod", None)
