@@ -246,3 +246,22 @@ def test_register_plugin_with_a_blocking_client(loop):
             c.gather(c.map(inc, range(3)))
             assert c.run_on_scheduler(lambda dask_scheduler: dask_scheduler.plugins["count"].n) == 3
             assert c.run(lambda dask_worker: dask_worker.tagged) == {a["address"]: True, b["address"]: True}
+
+
+@gen_cluster(client=True)
+def test_coroutine_era_registration_and_events(c, s, a, b):
+    """Generator tests ``yield`` the same calls (tornado coroutines)."""
+
+    class Mark(WorkerPlugin):
+        name = "mark"
+
+        def setup(self, worker):
+            worker.marked = True
+
+    yield c.register_worker_plugin(Mark())
+    assert a.marked and b.marked
+    yield c.log_event("old-style", {"n": 1})
+    events = yield c.get_events("old-style")
+    assert [m for _, m in events] == [{"n": 1}]
+    yield c.unregister_worker_plugin("mark")
+    assert not a.plugins
