@@ -112,6 +112,8 @@ defaults: dict[str, Any] = {
             "scheduler-info-interval": "2s",
             "preload": [],
             "preload-argv": [],
+            # import path of f({"address": ...}) -> Security | None (security.py)
+            "security-loader": None,
         },
         "deploy": {"lost-worker-timeout": "15s", "cluster-repr-interval": "500ms"},
         "adaptive": {

@@ -35,7 +35,7 @@ from typing import Any
 
 from distributed import config
 
-__all__ = ["Security", "coerce_security"]
+__all__ = ["Security", "coerce_security", "security_from_loader"]
 
 _FIELDS = {
     # slot -> configuration key under distributed.comm
@@ -344,3 +344,35 @@ def coerce_security(security: Any) -> Security:
         "security= takes a Security, a dict of its arguments, True, False or None, "
         f"not {security!r}"
     )
+
+
+def security_from_loader(address: str) -> Security | None:
+    """The ``Security`` that ``distributed.client.security-loader`` gives for
+    ``address``, or None when no loader is configured (or it has none).
+
+    The setting is the import path of a callable, e.g.
+    ``"mypkg.creds.load"``, called as ``load({"address": address})``; a
+    ``Client`` given no ``security=`` uses it, as upstream does.
+
+    >>> security_from_loader("tcp://127.0.0.1:8786") is None
+    True
+    """
+    import importlib
+
+    term = config.get("distributed.client.security-loader", None)
+    if not term:
+        return None
+    module_name, _, attr = term.rpartition(".")
+    try:
+        loader = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ImportError(
+            f"could not import {term!r}, configured at distributed.client.security-loader: "
+            "is that module installed?"
+        ) from e
+    security = loader({"address": address})
+    if security is not None and not isinstance(security, Security):
+        raise TypeError(
+            f"the security loader {term!r} returned {security!r}, expected a Security or None"
+        )
+    return security

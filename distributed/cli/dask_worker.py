@@ -250,7 +250,7 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="like --preload, for each nanny: dask_setup(nanny)",
     )
-    add_tls_arguments(p)
+    add_tls_arguments(p, worker=True)
     p.add_argument("--version", action="version", version=version_string(PROG))
     return p
 
@@ -296,6 +296,7 @@ def _worker_options(args: argparse.Namespace, index: int | None) -> dict[str, An
             "local_directory": args.local_directory,
             "security": security_from_args(args, "worker"),
             "protocol": args.protocol,
+            "scheduler_sni": args.scheduler_sni,
             "preload": args.preload,
             "preload_argv": getattr(args, "preload_argv", None) or None,
         },

@@ -29,9 +29,17 @@ def _existing_file(text: str) -> str:
     return path
 
 
-def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--protocol``, ``--tls-ca-file``, ``--tls-cert`` and ``--tls-key``."""
+def add_tls_arguments(parser: argparse.ArgumentParser, worker: bool = False) -> None:
+    """Add ``--protocol``, ``--tls-ca-file``, ``--tls-cert`` and ``--tls-key``
+    (and for a ``worker``, ``--scheduler-sni``)."""
     group = parser.add_argument_group("TLS")
+    if worker:
+        group.add_argument(
+            "--scheduler-sni",
+            metavar="NAME",
+            help="TLS server name (SNI) to send when connecting, e.g. for a proxy "
+            "that routes on it",
+        )
     group.add_argument(
         "--protocol",
         choices=["tcp", "tls"],

@@ -139,6 +139,10 @@ class Client(Submission, DataMovement, ClusterControl, Introspection, PluginMeth
         # TLS: security= in any accepted form (see distributed.security.coerce_security);
         # None takes a cluster's own (LocalCluster(security=True)) or the configuration.
         self._security_arg = security
+        if security is None and isinstance(address, str):
+            from distributed.security import security_from_loader
+
+            security = security_from_loader(address)  # distributed.client.security-loader
         if address is None and security is True:
             security = None  # LocalCluster(security=True) makes the credentials we then use
         self._set_security(security if security is not None

@@ -85,3 +85,16 @@ def test_security_from_args_roles():
         "tls_ca_file": "/ca", "tls_worker_cert": "/c", "tls_worker_key": "/k"}
     with pytest.raises(ValueError, match="role"):
         security_from_args(ns, "client")
+
+
+def test_worker_scheduler_sni_option(tmp_path):
+    sfile = tmp_path / "scheduler.json"
+    with popen(["dask-scheduler", "--port", "0", "--scheduler-file", str(sfile),
+                *_tls_args()]) as sched:
+        address = _read_address(sfile, sched)
+        with popen(["dask-worker", address, "--no-nanny", "--scheduler-sni", "localhost",
+                    *_tls_args()]):
+            with Client(address, security=tls_security(), timeout=START_TIMEOUT) as c:
+                c.wait_for_workers(1, timeout=START_TIMEOUT)
+                assert c.run(lambda dask_worker: dask_worker.connection_args["server_hostname"]) \
+                    == {w: "localhost" for w in c.scheduler_info()["workers"]}

@@ -175,3 +175,74 @@ def test_client_constructor_with_temporary_security():
         assert c.cluster.scheduler_address.startswith("tls://")
         assert c.security is c.cluster.security
         assert c.submit(inc, 5).result(timeout=30) == 6
+
+
+@gen_tls_cluster(client=True)
+async def test_rebalance(c, s, a, b):
+    """The scheduler tells workers to move data: scheduler -> worker rpc over TLS."""
+    futures = await c.scatter(list(range(10)), workers=[a.address])
+    await c.rebalance(futures)
+    assert len(b.data) > 0 and len(a.data) > 0
+
+
+@gen_tls_cluster(client=True)
+async def test_retire_workers(c, s, a, b):
+    futures = await c.scatter(list(range(5)), workers=[a.address])
+    await c.retire_workers([a.address])
+    assert a.address not in s.workers
+    assert await c.gather(futures) == list(range(5))
+
+
+@gen_tls_cluster(client=True)
+async def test_queue(c, s, a, b):
+    from distributed import Queue
+
+    q = await Queue("q", client=c)
+    fut = c.submit(inc, 1)
+    await q.put(fut)
+    got = await q.get()
+    assert await got == 2
+
+
+_loader_calls: list = []
+
+
+def _security_loader(info):
+    _loader_calls.append(info)
+    return tls_only_security() if info["address"].startswith("tls://") else None
+
+
+@gen_test()
+async def test_security_loader():
+    from distributed import config
+
+    async with Scheduler(port=0, security=tls_only_security()) as s:
+        with config.set({"distributed.client.security-loader":
+                         "distributed.tests.test_tls_cluster._security_loader"}):
+            async with Client(s.address, asynchronous=True) as c:
+                assert c.security.require_encryption
+                assert await c.scheduler.identity()
+            assert _loader_calls[-1] == {"address": s.address}
+            # an explicit security= wins: the loader is not asked
+            n = len(_loader_calls)
+            async with Client(s.address, asynchronous=True, security=tls_only_security()):
+                pass
+            assert len(_loader_calls) == n
+
+
+def test_security_loader_import_error():
+    from distributed import config
+
+    with config.set({"distributed.client.security-loader": "no_such_module_xyz.load"}):
+        with pytest.raises(ImportError, match="security-loader"):
+            Client("tls://127.0.0.1:1", start=False)
+
+
+@gen_test()
+async def test_scheduler_sni():
+    names = []
+    sec = tls_only_security()
+    async with Scheduler(port=0, security=sec) as s:
+        s.listener.ssl_context.sni_callback = lambda sslobj, name, ctx: names.append(name)
+        async with Worker(s.address, security=sec, nthreads=1, scheduler_sni="dask.example"):
+            assert "dask.example" in names

@@ -164,6 +164,7 @@ class Worker(Server, WorkerPluginsMixin):
         preload_argv=None,
         security=None,
         protocol: str | None = None,
+        scheduler_sni: str | None = None,
         **kwargs,
     ):
         config.refresh()
@@ -237,6 +238,9 @@ class Worker(Server, WorkerPluginsMixin):
         self._init_plugins(plugins, preload, preload_argv)  # worker/plugins.py: plugins, preloads, events
         # TLS: security= in any accepted form; protocol= 'tcp' or 'tls' (or in host=).
         self.set_security(security, "worker")
+        if scheduler_sni:  # the TLS server name to send (a proxy routing on SNI)
+            self.connection_args = {**self.connection_args, "server_hostname": scheduler_sni}
+            self.rpc.connection_args = self.connection_args
         self._protocol = protocol
         self.listen_scheme(self._requested_host, protocol)  # a bad protocol raises here
         Worker._instances.add(self)
