@@ -277,3 +277,26 @@ async def test_connection_pool_tls():
         await pool.close()
         for server in servers:
             await server.close_server()
+
+
+@gen_test()
+async def test_tls_comm_closed_both_ways():
+    sec = tls_security()
+    server_comms = []
+
+    async def keep(comm):
+        server_comms.append(comm)
+
+    async with listen("tls://127.0.0.1:0", keep, **sec.get_listen_args("scheduler")) as listener:
+        comm = await connect(listener.address, **sec.get_connection_args("client"))
+        await _wait_for(lambda: server_comms, "the accepted comm")
+        await server_comms[0].close()  # the server closes: the client's read fails cleanly
+        with pytest.raises(CommClosedError):
+            await comm.read()
+        assert comm.closed()
+        comm2 = await connect(listener.address, **sec.get_connection_args("client"))
+        await _wait_for(lambda: len(server_comms) == 2, "the second accepted comm")
+        comm2.abort()  # the client goes away: the server's read fails cleanly
+        with pytest.raises(CommClosedError):
+            await server_comms[1].read()
+        assert "tls://" in repr(server_comms[1])

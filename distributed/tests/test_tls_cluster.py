@@ -246,3 +246,18 @@ async def test_scheduler_sni():
         s.listener.ssl_context.sni_callback = lambda sslobj, name, ctx: names.append(name)
         async with Worker(s.address, security=sec, nthreads=1, scheduler_sni="dask.example"):
             assert "dask.example" in names
+
+
+def test_local_cluster_tls_restart():
+    """Client.restart: the scheduler asks each nanny (over TLS) to restart its
+    worker, which registers again over TLS."""
+    pytest.importorskip("cryptography")
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, security=True,
+                      dashboard_address=None) as cluster:
+        with Client(cluster) as c:
+            assert c.submit(inc, 1).result(timeout=30) == 2
+            c.restart()
+            assert c.submit(inc, 2).result(timeout=30) == 3
+            assert all(w.startswith("tls://") for w in c.scheduler_info()["workers"])
