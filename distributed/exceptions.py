@@ -40,6 +40,7 @@ __all__ = [
     "TimeoutError",
     "KilledWorker",
     "FutureLost",
+    "ActorLostError",
     "Reschedule",
     "RemoteTraceback",
     "error_message",
@@ -95,6 +96,13 @@ class Reschedule(Exception):
 class FutureLost(Exception):
     """The data of a future was lost and cannot be recomputed (scattered data
     held only by a worker that died)."""
+
+
+class ActorLostError(RuntimeError, ValueError):
+    """The worker holding an actor is gone, and the actor's state with it:
+    an actor is never recomputed elsewhere.  A ``RuntimeError``, and a
+    ``ValueError`` as dask.distributed's proxy raised, so either habit
+    catches it."""
 
 
 class RemoteTraceback(Exception):

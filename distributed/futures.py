@@ -454,8 +454,9 @@ class as_completed:
             self.add(f)
 
     def add(self, future: Future) -> None:
-        """Add one future to watch."""
-        if not isinstance(future, Future):
+        """Add one future to watch (a Future, or an ActorFuture: it has the
+        same ``client`` and ``_state``)."""
+        if not isinstance(future, Future) and not (hasattr(future, "_state") and hasattr(future, "client")):
             raise TypeError(f"as_completed takes Futures, not {type(future).__name__}")
         with self.lock:
             n = self.futures.get(future, 0)

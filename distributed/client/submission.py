@@ -41,15 +41,19 @@ class Submission:
                actor: bool = False, actors: bool = False, pure: bool | None = None, **kwargs) -> Future:
         """Run ``func(*args, **kwargs)`` on the cluster; returns a Future.
 
+        With ``actor=True`` (or ``actors=True``) the result stays on its
+        worker as an actor and the Future's result is an ``Actor`` handle
+        (``distributed.coordination.actor``); such a task is never pure.
+
         >>> future = client.submit(add, 1, 2)     # doctest: +SKIP
+        >>> counter = client.submit(Counter, actor=True).result()   # doctest: +SKIP
         """
         if not callable(func):
             raise TypeError("First input to submit must be a callable function")
-        if actor or actors:
-            raise NotImplementedError("actors are not supported")
         if allow_other_workers and workers is None:
             raise ValueError("allow_other_workers=True needs workers=")
-        pure = True if pure is None else pure
+        actor = bool(actor or actors)
+        pure = False if actor else (True if pure is None else pure)
         spec, deps, token = self._make_spec(func, args, kwargs)
         if key is None:
             key = f"{funcname(func)}-{token if pure else uuid.uuid4().hex}"
@@ -58,7 +62,8 @@ class Submission:
                 return Future(key, self, inform=False)
             future = Future(key, self, inform=False)
         msg = self._graph_message({key: spec}, {key: deps}, [key], {key: 0}, priority,
-                                  workers, allow_other_workers, resources, retries)
+                                  workers, allow_other_workers, resources, retries,
+                                  actors=[key] if actor else None)
         self._check_open()
         self._send_to_scheduler(msg)
         return future
@@ -74,9 +79,11 @@ class Submission:
         return spec, list(deps), tokenize(*spec_frames(spec))
 
     def _graph_message(self, tasks, dependencies, keys, priority, user_priority, workers,
-                       allow_other_workers, resources, retries) -> dict:
+                       allow_other_workers, resources, retries, actors=None) -> dict:
         msg = {"op": "update-graph", "tasks": tasks, "dependencies": dependencies,
                "keys": list(keys), "priority": priority, "user_priority": user_priority}
+        if actors:  # keys whose values stay on their workers as actors
+            msg["actors"] = [k for k in actors if k in tasks]
         if workers is not None:
             if isinstance(workers, (str, tuple)) and not (isinstance(workers, tuple) and len(workers) != 2):
                 workers = [workers]
@@ -107,7 +114,8 @@ class Submission:
         one task per item as items arrive (the other iterables are read in
         step), so a producer that never ends works; a ``StopIteration``
         item, the end of another iterable or closing the client ends it.
-        ``maxsize=`` bounds that queue (0: no limit).
+        ``maxsize=`` bounds that queue (0: no limit).  ``actor=True`` makes
+        each result an actor, as in ``submit``.
 
         >>> futures = client.map(inc, range(100))    # doctest: +SKIP
         >>> out = client.map(inc, q)                 # doctest: +SKIP
@@ -130,7 +138,8 @@ class Submission:
             def one(*args):
                 return self.map(func, *[[a] for a in args], key=key, workers=workers, retries=retries,
                                 resources=resources, priority=priority,
-                                allow_other_workers=allow_other_workers, pure=pure, **kwargs)[0]
+                                allow_other_workers=allow_other_workers, pure=pure,
+                                actor=actor or actors, **kwargs)[0]
 
             self._check_open()
             return QueueFeeder(self, iterables, one, maxsize=maxsize, name="map").start()
@@ -138,7 +147,8 @@ class Submission:
         n = min(len(it) for it in iterables)
         if isinstance(key, (list, tuple)) and len(key) < n:
             raise ValueError(f"map got {len(key)} keys for {n} tasks")
-        pure = True if pure is None else pure
+        actor = bool(actor or actors)
+        pure = False if actor else (True if pure is None else pure)
         prefix = key if isinstance(key, str) else funcname(func)
         tasks: dict = {}
         dependencies: dict = {}
@@ -167,12 +177,12 @@ class Submission:
             if batch_size is not None and len(tasks) >= batch_size:
                 self._send_to_scheduler(self._graph_message(
                     tasks, dependencies, list(tasks), order, priority, workers,
-                    allow_other_workers, resources, retries))
+                    allow_other_workers, resources, retries, actors=list(tasks) if actor else None))
                 tasks, dependencies, order = {}, {}, {}
         if tasks:
             self._send_to_scheduler(self._graph_message(
                 tasks, dependencies, list(tasks), order, priority, workers,
-                allow_other_workers, resources, retries))
+                allow_other_workers, resources, retries, actors=list(tasks) if actor else None))
         return futures
 
     def get(self, dsk: dict, keys, workers=None, allow_other_workers=None, resources=None,
@@ -185,7 +195,7 @@ class Submission:
         2
         """
         futures = self._graph_to_futures(dsk, keys, workers, allow_other_workers, resources,
-                                         retries, priority)
+                                         retries, priority, actors=actors)
         packed = pack_like(keys, futures)
         if not sync:
             return packed
@@ -209,12 +219,13 @@ class Submission:
                 f.release()
 
     def _graph_to_futures(self, dsk: dict, keys, workers=None, allow_other_workers=None,
-                          resources=None, retries=None, priority: int = 0) -> dict:
+                          resources=None, retries=None, priority: int = 0, actors=None) -> dict:
         if dask_graphs.is_dask_graph(dsk):
             graph = dask_graphs.materialize(dsk)
             return self._dask_graph_to_futures(graph, keys, workers,
                                                allow_other_workers, resources, retries, priority,
-                                               annotations=dask_graphs.annotations_of(dsk, graph))
+                                               annotations=dask_graphs.annotations_of(dsk, graph),
+                                               actors=actors)
         dsk = dict(dsk)
         flat_keys = list(flatten_keys(keys))
         missing = [k for k in flat_keys if k not in dsk and k not in self.futures]
@@ -248,12 +259,12 @@ class Submission:
                 futures[k] = Future(k, self, inform=False)
         self._send_to_scheduler(self._graph_message(
             tasks, dependencies, flat_keys, order, priority, workers,
-            bool(allow_other_workers), resources, retries))
+            bool(allow_other_workers), resources, retries, actors=_actor_keys(actors, flat_keys)))
         return futures
 
     def _dask_graph_to_futures(self, graph: dict, keys, workers=None, allow_other_workers=None,
                                resources=None, retries=None, priority: int = 0,
-                               annotations: dict | None = None) -> dict:
+                               annotations: dict | None = None, actors=None) -> dict:
         """Submit a materialized dask graph (``{key: GraphNode}``)."""
         flat_keys = list(flatten_keys(keys))
         held = {k for k in graph if k in self.futures and self.futures[k].status != "error"}
@@ -269,7 +280,7 @@ class Submission:
         msg = self._graph_message(
             tasks, dependencies, [k for k in flat_keys if k in tasks],
             {k: order.get(k, 0) for k in tasks}, priority, workers,
-            bool(allow_other_workers), resources, retries)
+            bool(allow_other_workers), resources, retries, actors=_actor_keys(actors, flat_keys))
         if annotations:
             dask_graphs.apply_annotations(msg, annotations)
         self._check_open()
@@ -285,6 +296,8 @@ class Submission:
                 fifo_timeout=None, actors=None, traverse: bool = True, **kwargs):
         """Start computing dask collections; a Future per collection (its
         final value), or the values themselves with ``sync=True``.
+        ``actors=True`` makes each final value an actor (``actors=`` may also
+        name keys or collections whose tasks become actors).
 
         >>> total = client.compute(x.sum())     # doctest: +SKIP
         >>> total.result()                      # doctest: +SKIP
@@ -297,7 +310,8 @@ class Submission:
             names = list(collections)
             futures = self.compute(list(collections.values()), sync=sync, optimize_graph=optimize_graph,
                                    workers=workers, allow_other_workers=allow_other_workers,
-                                   resources=resources, retries=retries, priority=priority)
+                                   resources=resources, retries=retries, priority=priority,
+                                   actors=actors)
             return dict(zip(names, futures))
         singleton = not isinstance(collections, (list, tuple, set))
         items = [collections] if singleton else list(collections)
@@ -313,7 +327,7 @@ class Submission:
                 final_keys[i] = list(flatten_keys(expr.__dask_keys__()))[0]
         futures = self._dask_graph_to_futures(graph, list(final_keys.values()), workers,
                                               allow_other_workers, resources, retries, priority,
-                                              annotations) if graph else {}
+                                              annotations, actors=actors) if graph else {}
         out = [futures[final_keys[i]] if i in final_keys else item for i, item in enumerate(items)]
         if sync:
             out = self.gather(out)
@@ -324,6 +338,7 @@ class Submission:
                 fifo_timeout=None, actors=None, **kwargs):
         """Start computing dask collections and keep the results on the
         cluster; returns the same collections backed by futures.
+        ``actors=`` as in ``compute``.
 
         >>> x = client.persist(x)               # doctest: +SKIP
         """
@@ -337,7 +352,28 @@ class Submission:
         if colls:
             graph, annotations, keys, rebuild = dask_graphs.persist_graph(colls, optimize_graph)
             futures = self._dask_graph_to_futures(graph, keys, workers, allow_other_workers,
-                                                  resources, retries, priority, annotations)
+                                                  resources, retries, priority, annotations, actors=actors)
             rebuilt = iter(rebuild(futures))
         out = [next(rebuilt) if is_dask_collection(item) else item for item in items]
         return out[0] if singleton else out
+
+
+def _actor_keys(actors, output_keys: list) -> list | None:
+    """The keys ``actors=`` makes actors: none (None, False), every output
+    key (True), or the keys named (keys, or collections for their keys).
+
+    >>> _actor_keys(True, ["x", "y"]), _actor_keys(None, ["x"]), _actor_keys(["y"], ["x", "y"])
+    (['x', 'y'], None, ['y'])
+    """
+    if actors is None or actors is False:
+        return None
+    if actors is True:
+        return list(output_keys)
+    items = actors if isinstance(actors, (list, tuple, set, frozenset)) else [actors]
+    out: list = []
+    for item in items:
+        if hasattr(item, "__dask_keys__"):
+            out.extend(flatten_keys(item.__dask_keys__()))
+        else:
+            out.append(item)
+    return out

@@ -502,12 +502,13 @@ class Scheduler(Server, SchedulerPluginsMixin):
 
     def _update_graph(self, client=None, tasks=None, dependencies=None, keys=(), priority=None,
                       user_priority=0, restrictions=None, loose_restrictions=None, resources=None,
-                      retries=None, **kwargs):
+                      retries=None, actors=None, **kwargs):
         try:
             msgs = self.state.update_graph(
                 client, tasks or {}, dependencies or {}, keys, priority=priority,
                 user_priority=user_priority, restrictions=restrictions,
-                loose_restrictions=loose_restrictions, resources=resources, retries=retries)
+                loose_restrictions=loose_restrictions, resources=resources, retries=retries,
+                actors=actors)
         except Exception as e:
             logger.exception("update-graph from %s failed", client)
             err = error_message(e)
@@ -678,6 +679,8 @@ class Scheduler(Server, SchedulerPluginsMixin):
             ts = self.state.tasks.get(key)
             if ts is None or ts.state != "memory":
                 raise KeyError(f"cannot replicate {key!r}: it is not in memory")
+        # An actor lives on one worker; a copy elsewhere would only be its handle.
+        keys = [k for k in keys if k not in self.state.actor_homes]
         gathers: dict[str, dict] = {}
         for key in keys:
             ts = self.state.tasks[key]
@@ -719,7 +722,7 @@ class Scheduler(Server, SchedulerPluginsMixin):
                     break
                 if keyset is not None and ts.key not in keyset:
                     continue
-                if len(ts.who_has) > 1:
+                if len(ts.who_has) > 1 or ts.key in self.state.actor_homes:  # actors never move
                     continue
                 receiver = max(receivers, key=lambda r: budget[r.address])
                 if budget[receiver.address] < ts.nbytes / 2:
@@ -751,11 +754,21 @@ class Scheduler(Server, SchedulerPluginsMixin):
 
     async def retire_workers(self, comm=None, workers=None, close_workers: bool = True,
                              remove: bool = True, **kwargs) -> dict:
-        """Move the unique data of ``workers`` elsewhere, then close them."""
+        """Move the unique data of ``workers`` elsewhere, then close them.
+
+        A worker where actors live is not retired: an actor cannot move, so
+        this raises ``ValueError`` naming them and changes nothing.  Release
+        the actors first (drop their futures), or close the worker, which
+        ends them (calls on them then raise "Worker holding Actor was lost").
+        """
         addresses = self._resolve_workers(workers) if workers is not None else []
         remaining = [a for a in self.state.workers if a not in addresses]
         if addresses and not remaining:
             raise ValueError("cannot retire every worker: the data would have nowhere to go")
+        holding = {a: keys for a in addresses if (keys := self.state.actors_on(a))}
+        if holding:
+            raise ValueError(f"cannot retire workers where actors live (an actor cannot move): {holding}; "
+                             "release those actors first, or close the workers, which ends them")
         retired = {}
         for addr in addresses:
             ws = self.state.workers.get(addr)

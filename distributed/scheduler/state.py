@@ -74,7 +74,7 @@ from collections import defaultdict, deque
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from distributed.exceptions import FutureLost, KilledWorker, error_message
+from distributed.exceptions import ActorLostError, FutureLost, KilledWorker, error_message
 from distributed.protocol.message import SharedBytes
 from distributed.utils import key_split
 
@@ -171,17 +171,18 @@ class TransitionLog:
 
 class _RareFields:
     """The fields of a task that most tasks never set: failure details,
-    retries and restrictions.  A task creates its record on the first such
-    assignment, so one that never fails and has no restrictions pays 8
-    bytes for all eleven instead of 88."""
+    retries, restrictions and being an actor.  A task creates its record on
+    the first such assignment, so one that never fails, has no restrictions
+    and is no actor pays 8 bytes for all twelve instead of 96."""
 
     __slots__ = ("exception", "traceback", "exception_text", "traceback_text", "exception_blame",
                  "retries", "suspicious", "worker_restrictions", "loose_restrictions",
-                 "resource_restrictions", "erred_on")
+                 "resource_restrictions", "erred_on", "actor")
 
     DEFAULTS = {"exception": None, "traceback": None, "exception_text": "", "traceback_text": "",
                 "exception_blame": None, "retries": 0, "suspicious": 0, "worker_restrictions": None,
-                "loose_restrictions": False, "resource_restrictions": None, "erred_on": _EMPTY}
+                "loose_restrictions": False, "resource_restrictions": None, "erred_on": _EMPTY,
+                "actor": False}
 
     def __init__(self):
         for name, default in self.DEFAULTS.items():
@@ -239,6 +240,7 @@ class TaskState:
     loose_restrictions = _rare_field("loose_restrictions")
     resource_restrictions = _rare_field("resource_restrictions")  # dict | None
     erred_on = _rare_field("erred_on")  # Collection[str], see "Memory"
+    actor = _rare_field("actor")  # its value is an actor: see SchedulerState.actor_homes
 
     def __init__(self, key, run_spec, prefix: str):
         self.key = key
@@ -270,8 +272,12 @@ class TaskState:
 
     @property
     def has_restrictions(self) -> bool:
+        """Whether placement is not free: worker or resource restrictions,
+        or an actor (placed where the fewest actors live, see
+        ``decide_worker``)."""
         rare = self._rare
-        return rare is not None and bool(rare.worker_restrictions or rare.resource_restrictions)
+        return rare is not None and bool(rare.worker_restrictions or rare.resource_restrictions
+                                         or rare.actor)
 
 
 class WorkerState:
@@ -411,6 +417,9 @@ class SchedulerState:
         self.plugins: list = []
         # worker address -> (its server id, tasks whose death count it raised)
         self._blamed: dict[str, tuple] = {}
+        # Actor tasks: key -> the worker it was last assigned to, where the
+        # object lives once in memory (an actor never moves; see remove_worker).
+        self.actor_homes: dict[Any, str | None] = {}
         self._table = {
             ("released", "waiting"): self._released_waiting,
             ("released", "forgotten"): self._released_forgotten,
@@ -428,6 +437,7 @@ class SchedulerState:
             ("processing", "released"): self._processing_released,
             ("processing", "erred"): self._processing_erred,
             ("memory", "released"): self._memory_released,
+            ("memory", "erred"): self._memory_erred,
             ("erred", "released"): self._erred_released,
         }
 
@@ -591,8 +601,13 @@ class SchedulerState:
         if ts.dependencies:
             msg["who_has"] = {dts.key: [w.address for w in dts.who_has] for dts in ts.dependencies}
             msg["nbytes"] = {dts.key: dts.nbytes for dts in ts.dependencies}
-        if ts.resource_restrictions:
-            msg["resource_restrictions"] = ts.resource_restrictions
+        rare = ts._rare
+        if rare is not None:
+            if rare.resource_restrictions:
+                msg["resource_restrictions"] = rare.resource_restrictions
+            if rare.actor:
+                msg["actor"] = True
+                self.actor_homes[ts.key] = ws.address
         self.worker_msgs[ws.address].append(msg)
         return {}
 
@@ -727,6 +742,21 @@ class SchedulerState:
             recs[ts.key] = "forgotten"
         return recs
 
+    def _memory_erred(self, ts: TaskState, exception=None, traceback=None, exception_text: str = "",
+                      traceback_text: str = "") -> dict:
+        """A key in memory that must fail rather than be computed again: an
+        actor whose worker left, taking the actor's state with it.  Every
+        copy is dropped, and its unfinished dependents fail with it."""
+        for ws in list(ts.who_has):
+            self._remove_replica(ts, ws)
+            if ws.address in self.workers:
+                self.worker_msgs[ws.address].append({"op": "free-keys", "keys": [ts.key]})
+        ts.exception, ts.traceback = exception, traceback
+        ts.exception_text, ts.traceback_text = exception_text, traceback_text
+        ts.exception_blame = ts
+        ts.state = "erred"
+        return self._report_error(ts)
+
     def _released_forgotten(self, ts: TaskState) -> dict:
         if ts.dependents or ts.who_wants or ts.waiters:
             return {}  # still part of some lineage
@@ -738,7 +768,11 @@ class SchedulerState:
                 recs[dts.key] = "forgotten"
         ts.dependencies = _EMPTY
         ts.state = "forgotten"
-        ts.exception_blame = None
+        rare = ts._rare
+        if rare is not None:
+            rare.exception_blame = None
+            if rare.actor:
+                self.actor_homes.pop(ts.key, None)
         del self.tasks[ts.key]
         return recs
 
@@ -887,6 +921,8 @@ class SchedulerState:
         valid = self.valid_workers(ts)
         if valid is not None:
             candidates = valid
+            if ts.actor and candidates:  # only restricted tasks and actors get here
+                return self._fewest_actors(candidates)
         else:
             cands: dict[str, WorkerState] = {}
             for dts in ts.dependencies:
@@ -910,6 +946,38 @@ class SchedulerState:
             return (ws.occupancy / ws.nthreads + missing / bandwidth, len(ws.processing), ws.address)
 
         return min(candidates, key=cost)
+
+    def _fewest_actors(self, candidates: list[WorkerState]) -> WorkerState:
+        """The candidate where the fewest actors live (or are being made),
+        then the least busy: actors spread over the workers, since each
+        worker runs its actors' methods one at a time."""
+        count = dict.fromkeys((ws.address for ws in candidates), 0)
+        tasks = self.tasks
+        for key, home in self.actor_homes.items():
+            if home in count and tasks[key].state in ("processing", "memory"):
+                count[home] += 1
+        return min(candidates, key=lambda ws: (count[ws.address], ws.occupancy / ws.nthreads,
+                                               len(ws.processing), ws.address))
+
+    def actors_on(self, address: str) -> list:
+        """Keys of the actors living on worker ``address``, or being made there.
+
+        >>> state.actors_on("tcp://127.0.0.1:1")         # doctest: +SKIP
+        ['Counter-6f1d...']
+        """
+        tasks = self.tasks
+        return [key for key, home in self.actor_homes.items()
+                if home == address and tasks[key].state in ("processing", "memory")]
+
+    def _actor_lost_fields(self, key, address: str, reason: str | None) -> dict:
+        """The error of an actor whose worker left (``task-erred`` fields)."""
+        exc = ActorLostError(
+            f"Worker holding Actor was lost: actor {key!r} lived on {address}, which left the cluster"
+            f"{f' ({reason})' if reason else ''}. An actor's state cannot be recomputed elsewhere: "
+            "submit a new actor.")
+        msg = error_message(exc)
+        return {"exception": msg["exception"], "traceback": msg["traceback"],
+                "exception_text": msg["text"], "traceback_text": msg.get("traceback_text", "")}
 
     # ------------------------------------------------------------------
     # Events from clients
@@ -941,12 +1009,14 @@ class SchedulerState:
         loose_restrictions: Iterable | None = None,
         resources: dict | None = None,
         retries: dict | None = None,
+        actors: Iterable | None = None,
     ) -> tuple[dict, dict]:
         """New tasks from a client; ``keys`` are the ones it wants back.
 
         ``tasks`` maps key -> opaque run spec; ``dependencies`` maps key ->
         keys it needs (new ones or ones already known); ``priority`` maps
-        key -> graph order (lower runs first).
+        key -> graph order (lower runs first); ``actors`` are keys whose
+        values stay on their worker as actors.
         """
         if client not in self.clients:
             self.add_client(client)
@@ -998,6 +1068,11 @@ class SchedulerState:
         for key, n in (retries or {}).items():
             if key in self.tasks and n:
                 self.tasks[key].retries = n
+        for key in actors or ():
+            ts = self.tasks.get(key)
+            if ts is not None and ts.run_spec is not None and ts.state == "released":
+                ts.actor = True
+                self.actor_homes[key] = None
         for key, dkeys in missing_deps.items():
             ts = self.tasks[key]
             exc = KeyError(
@@ -1262,6 +1337,11 @@ class SchedulerState:
                 recs.update(self.transition(ts.key, "erred"))
             else:
                 recs.update(self.transition(ts.key, "released"))
+        # An actor that lived here is gone with its state: it fails (one still
+        # being made was rescheduled above, like any task).
+        for key in self.actors_on(address) if self.actor_homes else ():
+            if self.tasks[key].state == "memory":
+                recs.update(self.transition(key, "erred", **self._actor_lost_fields(key, address, reason)))
         for ts in list(ws.has_what):
             self._remove_replica(ts, ws)
             if not ts.who_has and ts.state == "memory":
@@ -1299,6 +1379,7 @@ class SchedulerState:
             cs.wants_what.clear()
             self.client_msgs[cs.client_key].append({"op": "restart"})
         self.tasks.clear()
+        self.actor_homes.clear()
         self.queued.clear()
         self.unrunnable.clear()
         if self.validate:
@@ -1439,6 +1520,11 @@ class SchedulerState:
                 assert ts.key in self.tasks, ("client wants forgotten key", ts)
         for ts in self.unrunnable:
             assert ts.state == "no-worker", ts
+        for key, home in self.actor_homes.items():
+            ts = self.tasks.get(key)
+            assert ts is not None and ts.actor, ("actor_homes names a non-actor", key)
+            if ts.state == "memory":
+                assert any(ws.address == home for ws in ts.who_has), ("actor away from home", ts, home)
 
     def _validate_task(self, ts: TaskState) -> None:
         for field in _TASK_SET_FIELDS:  # see "Memory" in the module docstring

@@ -205,11 +205,13 @@ class Worker(Server, WorkerPluginsMixin):
         self.state = WorkerState(self.nthreads, self.data, resources=self.resources,
                                  max_gather_peers=config.get("distributed.worker.connections.outgoing", 50),
                                  validate=self.validate,
-                                 max_transfer_bytes=configured_max_message_size() // 2)
+                                 max_transfer_bytes=configured_max_message_size() // 2,
+                                 make_actor_handle=self._make_actor_handle)
         self.batched_stream: BatchedSend | None = None
         self._scheduler_comm = None
         self._closed_event: asyncio.Event | None = None
         self._client = None  # made on first use by _get_client()
+        self._actors = None  # WorkerActors, made on the first call on an actor here
         self._registered = False
         self.outgoing_transfers = 0
         self.incoming_transfers = 0
@@ -226,6 +228,8 @@ class Worker(Server, WorkerPluginsMixin):
             "close": self.terminate,
             "gather": self.gather_from_peers,
             "versions": self.versions,
+            "actor_execute": self.actor_execute,
+            "actor_attribute": self.actor_attribute,
         }
         stream_handlers = {
             "compute-task": self._handle_compute_task,
@@ -418,6 +422,9 @@ class Worker(Server, WorkerPluginsMixin):
         if self._own_executor:
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda: self.executor.shutdown(wait=executor_wait, timeout=timeout))
+        if self._actors is not None:
+            await self._actors.close(timeout)
+        self.state.actors.clear()
         if isinstance(self.data, SpillBuffer):
             self.data.close()
         if self._own_local_dir is not None:
@@ -512,9 +519,9 @@ class Worker(Server, WorkerPluginsMixin):
     # ------------------------------------------------------------------
 
     def _handle_compute_task(self, key, run_spec=None, priority=(), who_has=None, nbytes=None,
-                             resource_restrictions=None, duration=0.0, **kwargs) -> None:
+                             resource_restrictions=None, duration=0.0, actor=False, **kwargs) -> None:
         self._act(self.state.handle_compute_task(
-            key, run_spec, priority, who_has, nbytes, resource_restrictions, duration))
+            key, run_spec, priority, who_has, nbytes, resource_restrictions, duration, actor))
 
     def _handle_free_keys(self, keys=(), **kwargs) -> None:
         self._act(self.state.handle_free_keys(keys))
@@ -549,6 +556,32 @@ class Worker(Server, WorkerPluginsMixin):
         client = self._get_client(timeout)
         await client
         return client
+
+    # ------------------------------------------------------------------
+    # Actors (distributed/coordination/actor.py)
+    # ------------------------------------------------------------------
+
+    def _make_actor_handle(self, key, obj):
+        """What ``data`` holds for an actor living here: its handle."""
+        from distributed.coordination.actor import Actor
+
+        attributes = [a for a in getattr(obj, "__dict__", ()) if not a.startswith("_")]
+        return Actor(type(obj), self.address, key, attributes=attributes)
+
+    def _actor_service(self):
+        if self._actors is None:
+            from distributed.coordination.actor import WorkerActors
+
+            self._actors = WorkerActors(self)
+        return self._actors
+
+    async def actor_execute(self, comm=None, actor=None, function=None, args=None, **kwargs) -> dict:
+        """Call a method of an actor living here (one at a time, see WorkerActors)."""
+        return await self._actor_service().execute(actor, function, args)
+
+    def actor_attribute(self, comm=None, actor=None, attribute=None, **kwargs) -> dict:
+        """Read an attribute of an actor living here."""
+        return self._actor_service().attribute(actor, attribute)
 
     # ------------------------------------------------------------------
     # Carrying out instructions

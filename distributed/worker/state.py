@@ -87,6 +87,7 @@ class TaskState:
         "resource_restrictions",
         "duration",
         "wanted",
+        "actor",
         "_hash",
     )
 
@@ -106,6 +107,7 @@ class TaskState:
         self.resource_restrictions: dict | None = None
         self.duration = 0.0
         self.wanted = False  # the scheduler asked us to compute it
+        self.actor = False  # its value stays here as an actor (see WorkerState.actors)
         self._hash = hash(key)
 
     # Hash by key, not by id(): sets of tasks then iterate in the same order
@@ -125,7 +127,10 @@ class WorkerState:
     """Tasks, dependencies and slots of one worker.
 
     ``data`` is the worker's mapping of results; this class only adds and
-    removes keys.
+    removes keys.  An actor task's object is kept in ``actors`` instead (it
+    must never be spilled or sent anywhere), and ``data`` holds the handle
+    that ``make_actor_handle(key, obj)`` returns, which is what dependents,
+    peers and clients receive.
 
     >>> ws = WorkerState(nthreads=1, data={}, address="tcp://127.0.0.1:2")
     >>> ws.handle_compute_task("x", run_spec="spec", priority=(0,))
@@ -138,7 +143,8 @@ class WorkerState:
 
     def __init__(self, nthreads: int, data, address: str = "", resources: dict | None = None,
                  max_gather_peers: int = 10, validate: bool = False,
-                 story_length: int = 10_000, max_transfer_bytes: int | None = None):
+                 story_length: int = 10_000, max_transfer_bytes: int | None = None,
+                 make_actor_handle=None):
         self.nthreads = nthreads
         self.data = data
         # A SpillBuffer takes the size we already know instead of measuring again.
@@ -165,6 +171,8 @@ class WorkerState:
         # The class of new tasks: a subclass reports state changes to
         # worker plugins (worker/plugins.py); plain TaskState costs nothing.
         self.task_class: type = TaskState
+        self.actors: dict[Any, Any] = {}  # key -> the live object of an actor task here
+        self.make_actor_handle = make_actor_handle
 
     # ------------------------------------------------------------------
     # Stimuli from the scheduler
@@ -172,7 +180,7 @@ class WorkerState:
 
     def handle_compute_task(self, key, run_spec, priority=(), who_has: dict | None = None,
                             nbytes: dict | None = None, resource_restrictions: dict | None = None,
-                            duration: float = 0.0) -> list:
+                            duration: float = 0.0, actor: bool = False) -> list:
         ts = self._ensure_task(key)
         self.log.append((key, "compute-task", ts.state))
         state = ts.state
@@ -191,6 +199,10 @@ class WorkerState:
         ts.resource_restrictions = resource_restrictions
         ts.duration = duration
         ts.wanted = True
+        if actor:
+            if self.make_actor_handle is None:
+                raise RuntimeError(f"actor task {key!r} sent to a WorkerState without make_actor_handle")
+            ts.actor = True
         nbytes = nbytes or {}
         for dkey, holders in (who_has or {}).items():
             dts = self._ensure_task(dkey)
@@ -293,7 +305,12 @@ class WorkerState:
         if ts.state == "cancelled":
             self._release(ts)
             return self._next()
-        self._store(key, value, nbytes)
+        if ts.actor:
+            # The object stays here; its handle is what everyone else gets.
+            self.actors[key] = value
+            self._store(key, self.make_actor_handle(key, value), -1)
+        else:
+            self._store(key, value, nbytes)
         ts.nbytes = nbytes
         ts.type = type
         self._to_memory(ts)
@@ -455,6 +472,8 @@ class WorkerState:
             del self.data[key]
         except KeyError:
             pass
+        if self.actors:
+            self.actors.pop(key, None)
 
     def handle_pause(self, paused: bool) -> list:
         """Stop (or resume) starting tasks and fetches: memory is short."""
@@ -666,6 +685,9 @@ class WorkerState:
                 assert ts in self.executing
             if ts.state == "flight":
                 assert ts.coming_from in self.in_flight_workers, ("flight without transfer", ts)
+        for key in self.actors:
+            ts = self.tasks.get(key)
+            assert ts is not None and ts.actor and ts.state == "memory", ("actor without its task", key, ts)
         for ts in self.executing:
             assert ts.state in ("executing", "cancelled"), ts
         assert len(self.executing) <= self.nthreads * (1 + PREFETCH_PER_THREAD), "too many executing"
