@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Lock", "Variable", "Queue", "Event", "Pub", "Sub"]
+__all__ = ["Lock", "Variable", "Queue", "Event", "Pub", "Sub", "Actor", "ActorFuture"]
 
 _LAZY = {
     "Lock": "distributed.coordination.lock",
@@ -26,9 +26,12 @@ _LAZY = {
     "Event": "distributed.coordination.event",
     "Pub": "distributed.coordination.pubsub",
     "Sub": "distributed.coordination.pubsub",
+    "Actor": "distributed.coordination.actor",
+    "ActorFuture": "distributed.coordination.actor",
 }
 
 if TYPE_CHECKING:
+    from distributed.coordination.actor import Actor, ActorFuture
     from distributed.coordination.event import Event
     from distributed.coordination.lock import Lock
     from distributed.coordination.pubsub import Pub, Sub

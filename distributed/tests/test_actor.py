@@ -10,6 +10,7 @@ from distributed.exceptions import ActorLostError
 from distributed.scheduler.state import SchedulerState
 from distributed.spec import CALL, make_spec, pickled_function
 from distributed.utils_test import async_wait_for, cluster, gen_cluster, wait_for
+from distributed.worker.state import Execute, WorkerState
 
 
 class Counter:
@@ -271,6 +272,29 @@ def test_state_actor_still_being_made_is_run_again_elsewhere():
     _, wmsgs = state.remove_worker(first)
     assert state.tasks["A"].state == "processing"
     assert list(wmsgs) != [first] and state.actor_homes["A"] != first
+
+
+def test_worker_state_keeps_the_object_and_gives_out_its_handle():
+    handles = []
+
+    def make_handle(key, obj):
+        handles.append((key, obj))
+        return ("handle", key)
+
+    ws = WorkerState(nthreads=1, data={}, address="tcp://127.0.0.1:2", validate=True,
+                     make_actor_handle=make_handle)
+    assert ws.handle_compute_task("A", run_spec="spec", priority=(0,), actor=True) == [Execute("A")]
+    obj = Counter()
+    ws.handle_execute_success("A", obj, nbytes=100, type="Counter")
+    ws.validate_state()
+    assert ws.actors == {"A": obj} and ws.data["A"] == ("handle", "A") and handles == [("A", obj)]
+    assert ws.scheduler_msgs[-1] == {"op": "task-finished", "key": "A", "nbytes": 100, "type": "Counter"}
+    ws.handle_free_keys(["A"])
+    assert not ws.actors and "A" not in ws.data
+    plain = WorkerState(nthreads=1, data={})
+    with pytest.raises(RuntimeError, match="make_actor_handle"):
+        plain.handle_compute_task("A", run_spec="spec", actor=True)
+    assert not plain.tasks  # refused before any change
 
 
 # ----------------------------------------------------------------------

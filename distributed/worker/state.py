@@ -181,6 +181,8 @@ class WorkerState:
     def handle_compute_task(self, key, run_spec, priority=(), who_has: dict | None = None,
                             nbytes: dict | None = None, resource_restrictions: dict | None = None,
                             duration: float = 0.0, actor: bool = False) -> list:
+        if actor and self.make_actor_handle is None:
+            raise RuntimeError(f"actor task {key!r} sent to a WorkerState without make_actor_handle")
         ts = self._ensure_task(key)
         self.log.append((key, "compute-task", ts.state))
         state = ts.state
@@ -200,8 +202,6 @@ class WorkerState:
         ts.duration = duration
         ts.wanted = True
         if actor:
-            if self.make_actor_handle is None:
-                raise RuntimeError(f"actor task {key!r} sent to a WorkerState without make_actor_handle")
             ts.actor = True
         nbytes = nbytes or {}
         for dkey, holders in (who_has or {}).items():
