@@ -265,3 +265,35 @@ def test_coroutine_era_registration_and_events(c, s, a, b):
     assert [m for _, m in events] == [{"n": 1}]
     yield c.unregister_worker_plugin("mark")
     assert not a.plugins
+
+
+class _Mark(WorkerPlugin):
+    name = "mark"
+
+    def setup(self, worker):
+        worker.marked = True
+
+
+def test_plugins_and_subscriptions_survive_a_scheduler_restart(loop):
+    """A client registers its plugins and topic subscriptions again on a
+    restarted scheduler (dask.distributed loses them: d/d#5125)."""
+    import os
+    import signal
+
+    from distributed.utils_test import scheduler_process, wait_for
+
+    with cluster(nworkers=1, worker_kwargs={"death_timeout": 60}) as (s, [a]):
+        with Client(s["address"], loop=loop) as c:
+            c.register_plugin(_Mark())
+            got = []
+            c.subscribe_topic("t", got.append)
+            os.kill(s["proc"].pid, signal.SIGKILL)
+            s["proc"].join(10)
+            with scheduler_process(port=s["port"]):
+                wait_for(lambda: c.status == "running", timeout=30)
+                wait_for(lambda: "mark" in c.run_on_scheduler(
+                    lambda dask_scheduler: list(dask_scheduler.worker_plugins)), timeout=30)
+                wait_for(lambda: c.run_on_scheduler(
+                    lambda dask_scheduler: len(dask_scheduler.event_subscriber["t"])) == 1, timeout=30)
+                c.log_event("t", "after the restart")
+                wait_for(lambda: [m for _, m in got] == ["after the restart"], timeout=30)
