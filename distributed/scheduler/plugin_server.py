@@ -119,6 +119,8 @@ class SchedulerPluginsMixin:
 
         >>> s.remove_plugin("counter")                   # doctest: +SKIP
         """
+        if name is not None and not isinstance(name, str):  # 1.x: remove_plugin(plugin_object)
+            name, plugin = None, name
         if name is None and plugin is not None:  # the old spelling: remove_plugin(plugin=obj)
             names = [n for n, p in self._plugins.plugins.items() if p is plugin]
             if not names:
@@ -138,7 +140,7 @@ class SchedulerPluginsMixin:
             name = plugin_name(plugin)
         if idempotent is None:
             idempotent = bool(getattr(plugin, "idempotent", False))
-        if idempotent and name in self._plugins.plugins:
+        if idempotent and dict.__contains__(self._plugins.plugins, name):
             return "OK"
         if defines_hook(plugin, "start"):
             result = plugin.start(self)

@@ -101,6 +101,41 @@ class _TransitionHook:
         return f"<transition hook of plugin {self.name!r}>"
 
 
+class _PluginDict(dict):
+    """``Scheduler.plugins``: ``{name: plugin}`` as in current
+    dask.distributed, that also takes the 1.x list idioms
+    (``plugin in s.plugins``, ``s.plugins.append(p)``, ``s.plugins.remove(p)``).
+
+    >>> d = SchedulerPlugins([]).plugins
+    >>> p = object(); d.append(p)
+    >>> p in d, len(d)
+    (True, 1)
+    >>> d.remove(p); len(d)
+    0
+    """
+
+    def __init__(self, owner: SchedulerPlugins):
+        super().__init__()
+        self._owner = owner
+
+    def __contains__(self, item) -> bool:
+        try:
+            if dict.__contains__(self, item):
+                return True
+        except TypeError:  # an unhashable plugin object
+            pass
+        return any(v is item for v in self.values())
+
+    def append(self, plugin: Any) -> None:
+        self._owner.add(plugin)
+
+    def remove(self, plugin: Any) -> None:
+        names = [n for n, p in self.items() if p is plugin]
+        if not names:
+            raise ValueError(f"{plugin!r} is not among the scheduler plugins")
+        self._owner.remove(names[0])
+
+
 class SchedulerPlugins:
     """The plugins of one scheduler.
 
@@ -123,7 +158,7 @@ class SchedulerPlugins:
     """
 
     def __init__(self, transition_hooks: list, on_error=None):
-        self.plugins: dict[str, Any] = {}
+        self.plugins: dict[str, Any] = _PluginDict(self)
         self.worker_plugins: dict[str, bytes] = {}
         self.nanny_plugins: dict[str, bytes] = {}
         self.transition_hooks = transition_hooks
@@ -152,7 +187,7 @@ class SchedulerPlugins:
             raise TypeError(f"a plugin name must be a non-empty string, not {name!r}")
         if idempotent is None:
             idempotent = bool(getattr(plugin, "idempotent", False))
-        if name in self.plugins:
+        if dict.__contains__(self.plugins, name):
             if idempotent:
                 return None
             warnings.warn(f"Scheduler already contains a plugin with name {name}; overwriting.",
@@ -167,8 +202,8 @@ class SchedulerPlugins:
         """Remove the plugin ``name`` and return it; ``UnknownPluginError``
         (a ``ValueError`` and a ``KeyError``) if there is none."""
         try:
-            plugin = self.plugins.pop(name)
-        except KeyError:
+            plugin = dict.pop(self.plugins, name)
+        except (KeyError, TypeError):
             raise UnknownPluginError(f"Could not find plugin {name!r} among the current scheduler "
                                      f"plugins {sorted(self.plugins)}") from None
         self.transition_hooks[:] = [h for h in self.transition_hooks

@@ -297,3 +297,27 @@ def test_plugins_and_subscriptions_survive_a_scheduler_restart(loop):
                     lambda dask_scheduler: len(dask_scheduler.event_subscriber["t"])) == 1, timeout=30)
                 c.log_event("t", "after the restart")
                 wait_for(lambda: [m for _, m in got] == ["after the restart"], timeout=30)
+
+
+@gen_cluster(client=True)
+async def test_plugins_take_the_old_list_idioms(c, s, a, b):
+    """1.x code treated ``s.plugins`` as a list of plugin objects."""
+
+    class Old:  # duck-typed, no name: as 1.x plugins were
+        def __init__(self):
+            self.n = 0
+
+        def transition(self, key, start, finish, *args, **kwargs):
+            self.n += 1
+
+    plugin = Old()
+    s.add_plugin(plugin)
+    assert plugin in s.plugins
+    assert await c.submit(inc, 1) == 2
+    assert plugin.n > 0
+    s.remove_plugin(plugin)
+    assert plugin not in s.plugins and not s.state.plugins
+    s.plugins.append(plugin)
+    assert plugin in s.plugins
+    s.plugins.remove(plugin)
+    assert not s.plugins
