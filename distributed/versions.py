@@ -23,7 +23,6 @@ True
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import os
 import platform
 import struct
@@ -159,6 +158,8 @@ def _version_of(name: str, how: Callable[[ModuleType], str | None] | None) -> st
     if name == "distributed":
         return __version__
     if how is None and name not in sys.modules:
+        import importlib.metadata  # here, not at the top: it costs every worker ~15 ms at start
+
         try:  # installed metadata: no import needed
             return importlib.metadata.version(name)
         except (importlib.metadata.PackageNotFoundError, ValueError):
