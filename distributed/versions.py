@@ -22,7 +22,6 @@ True
 """
 from __future__ import annotations
 
-import importlib
 import os
 import platform
 import struct
