@@ -22,6 +22,7 @@ True
 """
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import struct
@@ -157,11 +158,11 @@ def _version_of(name: str, how: Callable[[ModuleType], str | None] | None) -> st
     if name == "distributed":
         return __version__
     if how is None and name not in sys.modules:
-        import importlib.metadata  # here, not at the top: it costs every worker ~15 ms at start
+        from importlib import metadata  # here, not at the top: it costs every worker ~15 ms at start
 
         try:  # installed metadata: no import needed
-            return importlib.metadata.version(name)
-        except (importlib.metadata.PackageNotFoundError, ValueError):
+            return metadata.version(name)
+        except (metadata.PackageNotFoundError, ValueError):
             pass  # the import name may differ from the distribution's
     try:
         module = importlib.import_module(name)
