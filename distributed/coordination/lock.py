@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distributed import config
+from distributed.coordination._context import AcquireReleaseContext
 
 __all__ = ["Lock", "LockExtension", "LockNotHeldError", "LockArgumentError"]
 
@@ -263,7 +264,7 @@ class LockExtension:
 # ----------------------------------------------------------------------
 
 
-class Lock:
+class Lock(AcquireReleaseContext):
     """A lock shared by every client and task of a cluster, by name.
 
     ``acquire(blocking=True, timeout=None)`` returns True once this object
@@ -419,27 +420,6 @@ class Lock:
         return self._token is not None
 
     # -- context managers, pickling --------------------------------------------
-
-    def __enter__(self) -> Lock:
-        result = self.acquire()
-        if asyncio.iscoroutine(result):
-            result.close()
-            raise RuntimeError(f"Lock {self.name!r} uses an asynchronous client here: use 'async with lock'")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-    async def __aenter__(self) -> Lock:
-        result = self.acquire()
-        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-            await result
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        result = self.release()
-        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-            await result
 
     def __reduce__(self):
         return Lock, (self.name,)

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distributed import config
+from distributed.coordination._context import AcquireReleaseContext
 
 from .lock import LockArgumentError, LockNotHeldError, _normalize_name
 
@@ -257,7 +258,7 @@ def _check_num_locks(num_locks: Any, available: int) -> None:
 # ----------------------------------------------------------------------
 
 
-class MultiLock:
+class MultiLock(AcquireReleaseContext):
     """Hold several named locks at once, cluster-wide.
 
     ``acquire(blocking=True, timeout=None, num_locks=None)`` returns True
@@ -366,27 +367,6 @@ class MultiLock:
     def locked(self) -> bool:
         """Whether this object holds its locks (no round trip)."""
         return self.id is not None
-
-    def __enter__(self) -> MultiLock:
-        result = self.acquire()
-        if asyncio.iscoroutine(result):
-            result.close()
-            raise RuntimeError(f"MultiLock {self.names!r} uses an asynchronous client here: use 'async with'")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-    async def __aenter__(self) -> MultiLock:
-        result = self.acquire()
-        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-            await result
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        result = self.release()
-        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-            await result
 
     def __reduce__(self):
         return MultiLock, (self.names,)

@@ -58,6 +58,7 @@ from typing import Any
 
 from distributed import config
 from distributed.context import current_worker
+from distributed.coordination._context import AcquireReleaseContext
 
 from .lock import _normalize_name
 
@@ -478,7 +479,7 @@ class _Held:
         self.refreshing = False  # a refresh is scheduled on the loop
 
 
-class Semaphore:
+class Semaphore(AcquireReleaseContext):
     """A semaphore shared by every client and task of a cluster, by name.
 
     ``acquire(timeout=None)`` returns True once this object holds one more
@@ -736,27 +737,6 @@ class Semaphore:
         return len(self._held.ids)
 
     # -- context managers, pickling --------------------------------------------
-
-    def __enter__(self) -> Semaphore:
-        result = self.acquire()
-        if asyncio.iscoroutine(result):
-            result.close()
-            raise RuntimeError(f"Semaphore {self.name!r} uses an asynchronous client here: use 'async with'")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-    async def __aenter__(self) -> Semaphore:
-        result = self.acquire()
-        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-            await result
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        result = self.release()
-        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-            await result
 
     def __reduce__(self):
         return _rebuild, (self.max_leases, self.name, self._lease_timeout_arg)
