@@ -63,6 +63,7 @@ DEFAULT_EXTENSIONS: dict[str, str] = {
     "metadata": "distributed.coordination.metadata:MetadataExtension",
     "semaphores": "distributed.coordination.semaphore:SemaphoreExtension",
     "multi_locks": "distributed.coordination.multi_lock:MultiLockExtension",
+    "progress": "distributed.diagnostics.progress_watch:ProgressExtension",
 }
 
 # Defaults plus registrations made at run time (by name; last one wins).
