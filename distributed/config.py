@@ -132,8 +132,11 @@ defaults: dict[str, Any] = {
             "default-scheme": "tcp",
             "socket-backlog": 2048,
             "recent-messages-log-length": 0,
-            "timeouts": {"connect": "30s", "tcp": "30s"},
+            "timeouts": {"connect": "30s", "tcp": "30s", "handshake": "10s"},
             "require-encryption": None,
+            # Shared-secret authentication (comm/auth_secret.py): mode auto turns
+            # it on when a secret is found or a server listens off-loopback.
+            "auth": {"mode": "auto", "secret": None, "secret-file": None},
             # TLS (security.py): files, or PEM text when the value has a newline.
             "tls": {
                 "ciphers": None,

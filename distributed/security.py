@@ -16,6 +16,12 @@ cluster CA (``CERT_REQUIRED`` at both ends, which cannot be turned off), and
 host names are not checked because the CA is dedicated to the cluster and
 peers are addressed by IP.
 
+Two fields upstream lacks: ``auth_secret`` (the cluster's shared secret,
+found as ``distributed.comm.auth_secret`` says when not given) and
+``auth_mode`` (``auto``, ``required`` or ``disabled``; config
+``distributed.comm.auth.mode``).  Connection and listen arguments carry them
+as ``auth=AuthConfig(...)``; the servers decide when auth is on.
+
 Unlike upstream, the repr of a ``Security`` never shows key material: a file
 path is shown as ``Local (path)`` and in-memory PEM as ``Temporary
 (In-memory)`` for certificates, but a key field only as ``<hidden>``.
@@ -29,11 +35,13 @@ from __future__ import annotations
 
 import datetime
 import os
+import secrets
 import ssl
 import tempfile
 from typing import Any
 
 from distributed import config
+from distributed.comm.auth_secret import MODES, AuthConfig, find_secret
 
 __all__ = ["Security", "coerce_security", "security_from_loader"]
 
@@ -80,6 +88,15 @@ class Security:
     ``ssl.TLSVersion.TLSv1_2`` or ``ssl.TLSVersion.TLSv1_3`` (configuration:
     ``null``, ``1.2`` or ``1.3``); the minimum defaults to TLS 1.2.
     ``extra_conn_args`` is a dict passed through ``get_connection_args``.
+    ``auth_secret`` and ``auth_mode`` configure shared-secret authentication
+    and do not count as TLS kwargs; the secret is never shown:
+
+    >>> Security(auth_secret="s3cret")
+    Security(
+      require_encryption: False
+      auth_secret: <hidden>
+      auth_mode: auto
+    )
     """
 
     __slots__ = (
@@ -95,10 +112,15 @@ class Security:
         "tls_worker_key",
         "tls_worker_cert",
         "extra_conn_args",
+        "auth_secret",
+        "auth_mode",
     )
 
     def __init__(self, require_encryption: bool | None = None, **kwargs: Any):
         extra_conn_args = kwargs.pop("extra_conn_args", None)
+        # Not TLS settings: kept out of the bool(kwargs) below.
+        auth_secret = kwargs.pop("auth_secret", None)
+        auth_mode = kwargs.pop("auth_mode", None)
         known = set(_FIELDS) | {"tls_min_version", "tls_max_version"}
         unknown = sorted(k for k in kwargs if k not in known)
         if unknown:
@@ -106,6 +128,15 @@ class Security:
         if extra_conn_args is not None and not isinstance(extra_conn_args, dict):
             raise TypeError(f"extra_conn_args must be a dict, not {type(extra_conn_args).__name__}")
         # Validate everything before assigning anything: bad input changes no state.
+        if auth_mode is None:
+            auth_mode = config.get("distributed.comm.auth.mode", "auto")
+        if auth_mode not in MODES:
+            raise ValueError(f"auth_mode={auth_mode!r} is not supported, expected one of "
+                             f"{list(MODES)}")
+        if auth_secret is not None and (not isinstance(auth_secret, (str, bytes))
+                                        or not auth_secret):
+            raise TypeError("auth_secret must be a non-empty str or bytes")
+        auth_secret = find_secret(auth_secret) if auth_mode != "disabled" else None
         min_version = self._version(kwargs, "tls_min_version", "tls.min-version")
         max_version = self._version(kwargs, "tls_max_version", "tls.max-version")
         if require_encryption is None:
@@ -121,6 +152,8 @@ class Security:
             value = kwargs[field] if field in kwargs else config.get(f"distributed.comm.{key}", None)
             setattr(self, field, value)
         self.extra_conn_args = dict(extra_conn_args or {})
+        self.auth_secret = auth_secret
+        self.auth_mode = auth_mode
 
     @staticmethod
     def _version(kwargs: dict, field: str, key: str) -> ssl.TLSVersion | None:
@@ -191,6 +224,7 @@ class Security:
         for role in _ROLES:
             fields[f"tls_{role}_cert"] = cert_pem
             fields[f"tls_{role}_key"] = key_pem
+        kwargs.setdefault("auth_secret", secrets.token_hex(32))
         return cls(require_encryption=True, **fields, **kwargs)
 
     # -- queries ---------------------------------------------------------
@@ -214,26 +248,36 @@ class Security:
         """Keyword arguments for ``distributed.comm.connect`` as ``role``.
 
         >>> sorted(Security().get_connection_args("client"))
-        ['extra_conn_args', 'require_encryption', 'ssl_context']
+        ['auth', 'extra_conn_args', 'require_encryption', 'ssl_context']
         """
         tls = self.get_tls_config_for_role(role)
         return {
             "ssl_context": self._context(tls, ssl.Purpose.SERVER_AUTH),
             "require_encryption": self.require_encryption,
             "extra_conn_args": self.extra_conn_args,
+            "auth": self.auth_config(),
         }
 
     def get_listen_args(self, role: str) -> dict[str, Any]:
         """Keyword arguments for ``distributed.comm.listen`` as ``role``.
 
         >>> sorted(Security().get_listen_args("scheduler"))
-        ['require_encryption', 'ssl_context']
+        ['auth', 'require_encryption', 'ssl_context']
         """
         tls = self.get_tls_config_for_role(role)
         return {
             "ssl_context": self._context(tls, ssl.Purpose.CLIENT_AUTH),
             "require_encryption": self.require_encryption,
+            "auth": self.auth_config(),
         }
+
+    def auth_config(self) -> AuthConfig:
+        """The secret and mode for ``connect``/``listen`` (``auth=``).
+
+        >>> Security(auth_secret="s3cret").auth_config()
+        AuthConfig(secret=<hidden>, mode='auto')
+        """
+        return AuthConfig(self.auth_secret, self.auth_mode)
 
     def _context(self, tls: dict[str, Any], purpose: ssl.Purpose) -> ssl.SSLContext | None:
         """An SSLContext for one role, or None when it has no CA or no certificate."""
@@ -284,6 +328,10 @@ class Security:
             else:
                 shown[field] = f"Local ({os.path.abspath(value)})"
         shown["require_encryption"] = repr(self.require_encryption)
+        if self.auth_secret is not None:
+            shown["auth_secret"] = "<hidden>"
+        if self.auth_mode != "auto" or self.auth_secret is not None:
+            shown["auth_mode"] = self.auth_mode
         return shown
 
     def __repr__(self) -> str:

@@ -47,7 +47,7 @@ from distributed.client.introspection import Introspection
 from distributed.client.plugins import PluginMethods
 from distributed.client.queues import stop_feeders
 from distributed.client.submission import Submission
-from distributed.comm import CommClosedError, connect, normalize_address
+from distributed.comm import CommClosedError, FatalCommClosedError, connect, normalize_address
 from distributed.context import default_client
 from distributed.core import ConnectionPool, rpc
 from distributed.exceptions import FutureLost, clean_exception
@@ -274,6 +274,8 @@ class Client(Submission, DataMovement, ClusterControl, Introspection, PluginMeth
             await self._connect_and_register(timeout)
         except OSError as e:
             self.status = "closed"
+            if getattr(e, "status", None) is not None and isinstance(e, FatalCommClosedError):
+                raise  # AuthenticationError: its message already names the fix
             raise OSError(f"Client could not connect to the scheduler at {self._address}: {e}") from e
         await self._update_scheduler_info()
         if self._set_as_default:

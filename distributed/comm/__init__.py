@@ -5,6 +5,8 @@
 which needs ``ssl_context=``).  Their keyword arguments are what
 ``Security.get_connection_args(role)`` / ``get_listen_args(role)`` return,
 so ``connect(addr, **security.get_connection_args("client"))`` works.
+Their ``auth=AuthConfig`` runs the shared-secret handshake
+(``distributed.comm.auth_io``) on each new connection when it holds a secret.
 """
 
 from __future__ import annotations
@@ -65,12 +67,15 @@ async def connect(
     require_encryption: bool = False,
     extra_conn_args: dict | None = None,
     server_hostname: str | None = None,
+    auth=None,
 ) -> Comm:
     """Open a ``Comm`` to ``address`` (``tcp://`` or ``tls://``).
 
     See ``distributed.comm.tcp.connect`` for ``timeout`` and
     ``retry_refused``.  ``tls://`` needs ``ssl_context``; ``server_hostname``
     sets the TLS SNI name.  ``require_encryption`` refuses ``tcp://``.
+    ``auth`` (an ``AuthConfig`` with a secret) authenticates both ends before
+    the comm is returned; a refusal raises ``AuthenticationError``.
 
     >>> comm = await connect("tls://127.0.0.1:8786", **sec.get_connection_args("client"))  # doctest: +SKIP
     """
@@ -79,16 +84,22 @@ async def connect(
     if address.startswith("tls://"):
         from distributed.comm.tls import connect_tls
 
-        return await connect_tls(
+        comm = await connect_tls(
             address, ssl_context, timeout=timeout, deserialize=deserialize,
             max_message_size=max_message_size, retry_refused=retry_refused,
             server_hostname=server_hostname,
         )
-    _refuse_plaintext(address, require_encryption, "connecting to")
-    return await tcp.connect(
-        address, timeout=timeout, deserialize=deserialize,
-        max_message_size=max_message_size, retry_refused=retry_refused,
-    )
+    else:
+        _refuse_plaintext(address, require_encryption, "connecting to")
+        comm = await tcp.connect(
+            address, timeout=timeout, deserialize=deserialize,
+            max_message_size=max_message_size, retry_refused=retry_refused,
+        )
+    if auth is not None and auth.secret is not None:
+        from distributed.comm.auth_io import authenticate_client
+
+        await authenticate_client(comm, auth)
+    return comm
 
 
 def listen(
@@ -99,18 +110,37 @@ def listen(
     *,
     ssl_context: ssl.SSLContext | None = None,
     require_encryption: bool = False,
+    auth=None,
 ) -> Listener:
     """Start listening on ``address`` (``tcp://`` or ``tls://``; port 0 picks a
     free port).  The listener's ``.address`` is the address actually bound.
+    With ``auth`` (an ``AuthConfig``) each connection is authenticated before
+    ``handler`` sees it (see ``distributed.comm.auth_io``).
 
     >>> listener = listen("tls://127.0.0.1:0", handler, **sec.get_listen_args("scheduler"))  # doctest: +SKIP
     """
     address = normalize_address(address)
+    if auth is not None:
+        handler = _authenticated(handler, auth)
     if address.startswith("tls://"):
         from distributed.comm.tls import listen_tls
 
-        return listen_tls(address, handler, ssl_context, deserialize=deserialize,
-                          max_message_size=max_message_size)
-    _refuse_plaintext(address, require_encryption, "listening on")
-    return tcp.listen(address, handler, deserialize=deserialize,
-                      max_message_size=max_message_size)
+        listener = listen_tls(address, handler, ssl_context, deserialize=deserialize,
+                              max_message_size=max_message_size)
+    else:
+        _refuse_plaintext(address, require_encryption, "listening on")
+        listener = tcp.listen(address, handler, deserialize=deserialize,
+                              max_message_size=max_message_size)
+    return listener
+
+
+def _authenticated(handler: Callable[[Comm], Awaitable[None]], auth
+                   ) -> Callable[[Comm], Awaitable[None]]:
+    """``handler``, run only on comms that pass the server-side handshake."""
+    from distributed.comm.auth_io import authenticate_server
+
+    async def authenticated_handler(comm: Comm) -> None:
+        if await authenticate_server(comm, auth, comm.local_address):
+            await handler(comm)
+
+    return authenticated_handler

@@ -1,10 +1,10 @@
-"""Shared-secret authentication: the connection handshake, as pure functions.
+"""Shared-secret authentication: the connection handshake.
 
-Nothing here does I/O: each side is a small state machine fed the exact bytes
-it received and returning the bytes to send (the h11 style).  The wrapper
-that runs it on a new connection, before any msgpack or pickle byte is
-decoded, is not wired yet (issue 14, point 2); this module is its core and is
-tested on its own.
+Each side is a small state machine fed the exact bytes it received and
+returning the bytes to send (the h11 style, no I/O, tested on its own).
+``distributed.comm.auth_io`` runs them on a new connection before any msgpack
+or pickle byte is decoded, and ``distributed.comm.auth_secret`` finds,
+checks and generates the secret.
 
 Theory of operation
 -------------------
@@ -48,7 +48,8 @@ import secrets
 import struct
 from dataclasses import dataclass
 
-from distributed.comm.tcp import FatalCommClosedError
+# Defined with the comm, which raises it too (a refusal met on a first read).
+from distributed.comm.tcp import AuthenticationError
 from distributed.protocol import ProtocolError
 
 __all__ = [
@@ -102,17 +103,6 @@ class Mode(enum.IntEnum):
 
     NONE = 0
     HMAC_SHA256 = 1
-
-
-class AuthenticationError(FatalCommClosedError):
-    """The peer refused us, or we refused it; retrying will not help.
-
-    ``status`` is the ``Status`` that ended the handshake.
-    """
-
-    def __init__(self, message: str, status: Status = Status.AUTH_FAILED):
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,6 +109,29 @@ class FatalCommClosedError(CommClosedError):
     refused, the wrong transport for the peer): callers must not retry."""
 
 
+class AuthenticationError(FatalCommClosedError):
+    """The peer refused us, or we refused it; retrying will not help.
+
+    ``status`` is the ``distributed.comm.auth.Status`` that ended the handshake.
+    """
+
+    def __init__(self, message: str, status: int = 2):
+        super().__init__(message)
+        self.status = status
+
+
+#: The one status byte a server requiring authentication sends a client that
+#: did not start the handshake (``distributed.comm.auth.Status.AUTH_REQUIRED``).
+_AUTH_REQUIRED = 1
+
+
+def _auth_refusal(stream: IOStream) -> bool:
+    """Whether a stream closed right after its server sent just the
+    AUTH_REQUIRED status byte (only inspected on the error path)."""
+    buffered = getattr(stream, "_read_buffer", b"")
+    return getattr(stream, "_read_buffer_size", 0) == 1 and buffered[:1] == bytes([_AUTH_REQUIRED])
+
+
 def _looks_like_tls(header: bytes) -> bool:
     """The first bytes of a TLS record (content type 20-23, version 3.x):
     what a TLS peer sends, never a sane frame count."""
@@ -184,6 +207,14 @@ class Comm:
             else:
                 frames = await self._read_large(lengths, as_bytes)
         except StreamClosedError as e:
+            if not self.accepted and header == b"" and _auth_refusal(stream):
+                self.abort()
+                raise AuthenticationError(
+                    f"the server at {self.peer_address} requires authentication but no secret "
+                    "is configured; set DASK_DISTRIBUTED__COMM__AUTH__SECRET, "
+                    "distributed.comm.auth.secret-file, --auth-secret-file, or use "
+                    "--scheduler-file", _AUTH_REQUIRED,
+                ) from None
             self.abort()
             raise CommClosedError(
                 f"connection to {self.peer_address} closed: {e.real_error or ''}"

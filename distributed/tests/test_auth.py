@@ -1,0 +1,204 @@
+"""Shared-secret authentication wired into connect/listen and the servers
+(issue 14, point 2): with the secret everything works; a wrong or missing
+secret is refused with ``AuthenticationError`` and changes nothing on the
+server, which keeps serving; the secret shows in no repr and no log."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from distributed import Client, Scheduler, config
+from distributed.comm import connect, listen
+from distributed.comm.auth import AuthenticationError
+from distributed.comm.auth_secret import (
+    AuthConfig,
+    auth_needed,
+    default_secret_path,
+    ensure_secret,
+    find_secret,
+    read_secret_file,
+)
+from distributed.security import Security
+from distributed.utils_test import captured_logger, gen_cluster, gen_test, inc
+
+SECRET = "correct-horse-battery-staple-0123456789"
+OTHER = "a-different-secret-abcdefghijklmnopqrstuvwxyz"
+
+
+@pytest.fixture(autouse=True)
+def _private_config_dir(tmp_path, monkeypatch):
+    """Never read or write the real ~/.config/dask."""
+    monkeypatch.setenv("DASK_CONFIG", str(tmp_path / "dask"))
+    monkeypatch.delenv("DASK_DISTRIBUTED__COMM__AUTH__SECRET", raising=False)
+
+
+# -- Security / configuration ------------------------------------------------
+
+
+def test_security_auth_fields_and_hidden_repr():
+    sec = Security(auth_secret=SECRET)
+    assert sec.auth_secret == SECRET and sec.auth_mode == "auto"
+    assert sec.require_encryption is False  # auth kwargs are not TLS kwargs
+    for text in (repr(sec), sec._repr_html_(), repr(sec.get_connection_args("client")),
+                 repr(sec.get_listen_args("scheduler"))):
+        assert SECRET not in text
+    assert "<hidden>" in repr(sec)
+    assert Security().auth_secret is None
+
+
+def test_security_bad_auth_input():
+    with pytest.raises(ValueError, match="auth_mode"):
+        Security(auth_mode="sometimes")
+    with pytest.raises(TypeError, match="auth_secret"):
+        Security(auth_secret="")
+
+
+def test_secret_from_config_and_env(monkeypatch):
+    with config.set({"distributed.comm.auth.secret": SECRET}):
+        assert Security().auth_secret == SECRET
+        assert Security(auth_secret=OTHER).auth_secret == OTHER
+        assert Security(auth_mode="disabled").auth_secret is None
+    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__AUTH__SECRET", SECRET)
+    config.refresh()
+    try:
+        assert Security().auth_secret == SECRET
+    finally:
+        monkeypatch.delenv("DASK_DISTRIBUTED__COMM__AUTH__SECRET")
+        config.refresh()
+
+
+def test_secret_file(tmp_path):
+    path = tmp_path / "secret"
+    path.write_text(SECRET + "\n")
+    path.chmod(0o600)
+    with config.set({"distributed.comm.auth.secret-file": str(path)}):
+        assert Security().auth_secret == SECRET
+    path.chmod(0o644)
+    with config.set({"distributed.comm.auth.secret-file": str(path)}):
+        with pytest.raises(PermissionError, match="too open"):
+            Security()
+    with config.set({"distributed.comm.auth.secret-file": str(tmp_path / "missing")}):
+        with pytest.raises(OSError):  # configured but unreadable: fail closed
+            Security()
+
+
+def test_auto_policy_decision():
+    assert not auth_needed("auto", None, ["tcp://127.0.0.1:0", "tcp://[::1]:0"])
+    assert not auth_needed("auto", None, ["tcp://localhost:8786"])
+    assert auth_needed("auto", None, ["tcp://0.0.0.0:8786"])
+    assert auth_needed("auto", None, ["tcp://192.168.1.5:8786"])
+    assert auth_needed("auto", None, ["tcp://:8786"])
+    assert not auth_needed("auto", None, ["tls://0.0.0.0:8786"])  # certificates authenticate
+    assert auth_needed("auto", SECRET, ["tcp://127.0.0.1:0"])
+    assert auth_needed("required", None, ["tcp://127.0.0.1:0"])
+    assert not auth_needed("disabled", SECRET, ["tcp://0.0.0.0:0"])
+    with pytest.raises(ValueError):
+        auth_needed("maybe", None, [])
+
+
+def test_generated_secret_file_is_private():
+    path = default_secret_path()
+    assert not os.path.exists(path)
+    secret = ensure_secret()
+    assert len(secret) == 64
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    assert ensure_secret() == secret  # found, not regenerated
+    assert find_secret() == secret  # same-user processes find it with no flags
+    assert Security().auth_secret == secret
+    assert read_secret_file(path) == secret
+
+
+# -- the comm layer ----------------------------------------------------------
+
+
+async def _echo_listener(auth):
+    served = []
+
+    async def handler(comm):
+        served.append(comm)
+        msg = await comm.read()
+        await comm.write(msg)
+        await comm.close()
+
+    return listen("tcp://127.0.0.1:0", handler, auth=auth), served
+
+
+@pytest.mark.parametrize("client_secret", [SECRET, None])
+@gen_test()
+async def test_comm_matching_or_no_secret_anywhere(client_secret):
+    server_secret = client_secret
+    listener, served = await _echo_listener(AuthConfig(server_secret))
+    async with listener:
+        comm = await connect(listener.address, auth=AuthConfig(client_secret))
+        await comm.write({"x": 1})
+        assert await comm.read() == {"x": 1}
+        await comm.close()
+
+
+@gen_test()
+async def test_comm_client_secret_meets_server_without_one():
+    listener, served = await _echo_listener(AuthConfig(None))
+    async with listener:
+        comm = await connect(listener.address, auth=AuthConfig(SECRET))
+        await comm.write("hi")
+        assert await comm.read() == "hi"
+        await comm.close()
+
+
+@gen_test()
+async def test_comm_wrong_or_missing_secret_refused():
+    listener, served = await _echo_listener(AuthConfig(SECRET))
+    async with listener:
+        with captured_logger("distributed.comm.auth_io") as log:
+            with pytest.raises(AuthenticationError, match="did not accept|could not prove"):
+                await connect(listener.address, auth=AuthConfig(OTHER))
+            # No secret at all: the first read names the fix.
+            comm = await connect(listener.address, auth=AuthConfig(None))
+            await comm.write({"op": "anything"})
+            with pytest.raises(AuthenticationError, match="DASK_DISTRIBUTED__COMM__AUTH__SECRET"):
+                await comm.read()
+            # A raw client (no auth= at all) is refused the same way.
+            comm = await connect(listener.address)
+            await comm.write({"op": "anything"})
+            with pytest.raises(AuthenticationError):
+                await comm.read()
+        assert served == []  # the handler never saw them
+        assert SECRET not in log.getvalue() and OTHER not in log.getvalue()
+        assert "rejected" in log.getvalue()
+        # ... and the listener keeps serving a good client.
+        comm = await connect(listener.address, auth=AuthConfig(SECRET))
+        await comm.write(123)
+        assert await comm.read() == 123
+        await comm.close()
+
+
+# -- servers -----------------------------------------------------------------
+
+
+@gen_cluster(client=True, security=Security(auth_secret=SECRET))
+async def test_cluster_with_secret(c, s, a, b):
+    assert await c.submit(inc, 1) == 2
+    assert await c.gather(c.map(inc, range(20))) == list(range(1, 21))
+    assert SECRET not in repr(s.identity()) and SECRET not in repr(await c.scheduler_info())
+
+
+@gen_cluster(client=False, security=Security(auth_secret=SECRET))
+async def test_cluster_refuses_wrong_or_missing_secret(s, a, b):
+    clients_before = set(s.clients)
+    for bad in (Security(auth_secret=OTHER), Security()):
+        with pytest.raises(AuthenticationError):
+            await Client(s.address, asynchronous=True, security=bad, timeout=5)
+    assert set(s.clients) == clients_before
+    assert len(s.workers) == 2
+    async with Client(s.address, asynchronous=True, security=Security(auth_secret=SECRET)) as c:
+        assert await c.submit(inc, 1) == 2
+
+
+@gen_cluster(client=True, nthreads=[])
+async def test_loopback_without_secret_unchanged(c, s):
+    assert s.security.auth_secret is None
+    assert Scheduler is not None
