@@ -201,6 +201,8 @@ class TextProgressBar(_Bar):
 
     def _draw(self, snap: dict, final: bool = False) -> None:
         done, total = _totals(snap)
+        if total == 0 and not final:
+            return  # a ProgressBar block that has submitted nothing yet: no "100%" at the start
         line = format_bar(done, total, snap["elapsed"], self.width)
         self._out.write([line], 1.0 if total == 0 else done / total, final, _errors_text(snap) if final else "")
 

@@ -133,7 +133,9 @@ async def test_progressbar_context_manager_async(c, s, a, b):
     out = io.StringIO()
     async with ProgressBar(out=out, client=c):
         await c.gather(c.map(inc, range(8)))
-    assert "100% Completed" in out.getvalue().splitlines()[-1]
+    lines = out.getvalue().splitlines()
+    assert "100% Completed" in lines[-1]
+    assert not (len(lines) > 1 and "100%" in lines[0])  # no "100%" before anything was submitted
     assert WATCH_PLUGIN_NAME not in s.plugins
 
 
