@@ -104,6 +104,29 @@ class Server:
         self.listen_args = self.security.get_listen_args(role)
         self.rpc.connection_args = self.connection_args
 
+    def _apply_auth_policy(self, address: str) -> None:
+        """``distributed.comm.auth.mode``, decided per listen address: with no
+        secret configured, listening off-loopback (or mode ``required``)
+        generates one into a private file that same-user processes find."""
+        from distributed.comm.auth_secret import auth_needed, ensure_secret
+
+        auth = self.listen_args.get("auth")
+        if auth is None or auth.secret is not None:
+            return
+        try:
+            off_loopback = auth_needed("auto", None, [address])
+        except ValueError:  # not a host:port address: nothing to decide here
+            return
+        if auth.mode == "disabled":
+            if off_loopback:
+                logger.warning("authentication is disabled: anyone who can reach %s can run "
+                               "arbitrary code as this user", address)
+            return
+        if auth.mode == "required" or off_loopback:
+            self.security.auth_secret = ensure_secret()
+            self.connection_args["auth"] = self.listen_args["auth"] = self.security.auth_config()
+            self.rpc.connection_args = self.connection_args
+
     def listen_scheme(self, host: str | None, protocol: str | None = None) -> str:
         """The scheme to listen with: the host's own (``tls://127.0.0.1``),
         else ``protocol``, else ``tls`` when this server has a certificate."""
@@ -139,6 +162,7 @@ class Server:
 
     async def listen(self, address: str = "tcp://127.0.0.1:0") -> str:
         self._loop = IOLoop.current()
+        self._apply_auth_policy(address)
         self.listener = listen(
             address,
             self.handle_comm,

@@ -384,7 +384,10 @@ class Nanny(Server, NannyPluginsMixin):
         super().__init__(handlers)
         # TLS: the nanny listens as a worker; its worker process gets the same
         # Security object (security=True makes one set of credentials for both).
-        self.set_security(worker_kwargs.get("security"), "worker")
+        from distributed.security import with_scheduler_file_secret
+
+        self.set_security(with_scheduler_file_secret(worker_kwargs.get("security"),
+                                                     scheduler_file), "worker")
         self.worker_kwargs["security"] = self.security
         self._protocol = worker_kwargs.get("protocol")
         self.listen_scheme(self._requested_host, self._protocol)  # a bad protocol raises here

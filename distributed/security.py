@@ -43,7 +43,7 @@ from typing import Any
 from distributed import config
 from distributed.comm.auth_secret import MODES, AuthConfig, find_secret
 
-__all__ = ["Security", "coerce_security", "security_from_loader"]
+__all__ = ["Security", "coerce_security", "security_from_loader", "with_scheduler_file_secret"]
 
 _FIELDS = {
     # slot -> configuration key under distributed.comm
@@ -423,4 +423,28 @@ def security_from_loader(address: str) -> Security | None:
         raise TypeError(
             f"the security loader {term!r} returned {security!r}, expected a Security or None"
         )
+    return security
+
+
+def with_scheduler_file_secret(security: Any, scheduler_file: str | None) -> Security:
+    """``security`` with the ``auth-secret`` of a scheduler file, when it has
+    no secret of its own (step 4 of the lookup order); a copy, the caller's
+    object is left alone.
+
+    >>> with_scheduler_file_secret(Security(auth_secret="mine"), None).auth_secret
+    'mine'
+    """
+    import copy
+    import json
+
+    security = coerce_security(security)
+    if scheduler_file is None or security.auth_secret is not None \
+            or security.auth_mode == "disabled":
+        return security
+    with open(scheduler_file) as f:
+        secret = json.load(f).get("auth-secret")
+    if not secret:
+        return security
+    security = copy.copy(security)
+    security.auth_secret = secret
     return security

@@ -152,6 +152,9 @@ class Client(Submission, DataMovement, ClusterControl, Introspection, PluginMeth
 
             with open(scheduler_file) as f:
                 address = json.load(f)["address"]
+            from distributed.security import with_scheduler_file_secret
+
+            self._set_security(with_scheduler_file_secret(self.security, scheduler_file))
         self.id = f"{type(self).__name__}-{name + '-' if name else ''}{uuid.uuid4()}"
         self.name = name
         self.timeout = config.get_timedelta("distributed.comm.timeouts.connect", timeout)

@@ -228,6 +228,7 @@ class Scheduler(Server, SchedulerPluginsMixin):
 
         scheme = self.listen_scheme(self._host, self._protocol)
         host = self._host.split("://", 1)[-1]
+        self._apply_auth_policy(f"{scheme}://{host}:{self._port}")  # may generate a secret
         self.listener = listen(f"{scheme}://{host}:{self._port}", self.handle_comm,
                                deserialize=False, **self.listen_args)  # limit: distributed.comm.max-message-size
         self.status = Status.running
@@ -236,8 +237,15 @@ class Scheduler(Server, SchedulerPluginsMixin):
         if ttl:
             self.start_periodic_callback("worker-ttl", self._check_worker_ttl, min(max(ttl / 10, 0.05), 10))
         if self.scheduler_file:
-            with open(self.scheduler_file, "w") as f:
-                json.dump(self.identity(), f, indent=2)
+            info = self.identity()
+            secret = getattr(self.security, "auth_secret", None)
+            if secret is not None:
+                # Same trust model as a Jupyter connection file: private to the user.
+                info = {**info, "auth-secret": secret if isinstance(secret, str) else secret.decode()}
+            fd = os.open(self.scheduler_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # also when the file already existed
+            with os.fdopen(fd, "w") as f:
+                json.dump(info, f, indent=2)
         logger.info("Scheduler at %s", self.address)
         return _Started(self)
 

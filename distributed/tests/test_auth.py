@@ -202,3 +202,56 @@ async def test_cluster_refuses_wrong_or_missing_secret(s, a, b):
 async def test_loopback_without_secret_unchanged(c, s):
     assert s.security.auth_secret is None
     assert Scheduler is not None
+
+
+@gen_test()
+async def test_required_mode_generates_a_secret_others_find():
+    """What a server listening off-loopback does in ``auto`` mode, shown on
+    loopback with ``required`` (tests bind loopback only)."""
+    path = default_secret_path()
+    async with Scheduler(security=Security(auth_mode="required"), dashboard_address=None) as s:
+        assert os.path.exists(path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        secret = read_secret_file(path)
+        assert s.security.auth_secret == secret
+        # A same-user process finds the file with no flags ...
+        async with Client(s.address, asynchronous=True, security=Security()) as c:
+            assert c.security.auth_secret == secret
+        # ... one without it is refused.
+        with pytest.raises(AuthenticationError):
+            await Client(s.address, asynchronous=True, timeout=5,
+                         security=Security(auth_mode="disabled"))
+
+
+@gen_test()
+async def test_disabled_mode_off_loopback_warns_and_stays_off():
+    s = Scheduler(security=Security(auth_mode="disabled"), dashboard_address=None)
+    with captured_logger("distributed.core") as log:
+        s._apply_auth_policy("tcp://0.0.0.0:0")  # the decision only: nothing is bound
+    assert "anyone who can reach" in log.getvalue()
+    assert s.security.auth_secret is None
+    assert not os.path.exists(default_secret_path())
+
+
+@gen_test()
+async def test_scheduler_file_is_private_and_carries_the_secret(tmp_path):
+    import json
+
+    from distributed import Worker
+
+    sched_file = str(tmp_path / "scheduler.json")
+    with open(sched_file, "w") as f:  # an old, world-readable file is tightened
+        f.write("{}")
+    os.chmod(sched_file, 0o644)
+    async with Scheduler(security=Security(auth_secret=SECRET), scheduler_file=sched_file,
+                         dashboard_address=None) as s:
+        assert stat.S_IMODE(os.stat(sched_file).st_mode) == 0o600
+        with open(sched_file) as f:
+            assert json.load(f)["auth-secret"] == SECRET
+        assert SECRET not in repr(s.identity())
+        # No secret configured anywhere but the scheduler file: enough to join.
+        async with Worker(scheduler_file=sched_file, nthreads=1) as w:
+            assert w.security.auth_secret == SECRET
+            async with Client(scheduler_file=sched_file, asynchronous=True) as c:
+                assert await c.submit(inc, 1) == 2
+                assert SECRET not in repr(await c.scheduler_info())

@@ -241,7 +241,9 @@ class Worker(Server, WorkerPluginsMixin):
         super().__init__(handlers, stream_handlers)
         self._init_plugins(plugins, preload, preload_argv)  # worker/plugins.py: plugins, preloads, events
         # TLS: security= in any accepted form; protocol= 'tcp' or 'tls' (or in host=).
-        self.set_security(security, "worker")
+        from distributed.security import with_scheduler_file_secret
+
+        self.set_security(with_scheduler_file_secret(security, scheduler_file), "worker")
         if scheduler_sni:  # the TLS server name to send (a proxy routing on SNI)
             self.connection_args = {**self.connection_args, "server_hostname": scheduler_sni}
             self.rpc.connection_args = self.connection_args
