@@ -1,4 +1,4 @@
-"""The TLS options shared by ``dask-scheduler`` and ``dask-worker``.
+"""The TLS and authentication options shared by ``dask-scheduler`` and ``dask-worker``.
 
 ``--tls-ca-file``, ``--tls-cert`` and ``--tls-key`` (existing files, made
 absolute) become a ``security=`` dict for the program's role, as upstream
@@ -6,6 +6,10 @@ dask.distributed does; ``--protocol tcp|tls`` picks the transport (with
 certificates and no ``--protocol``, the server listens on ``tls://``).
 Without any of them the servers fall back on the configuration
 (``distributed.comm.tls.*``).
+
+``--auth-secret-file PATH`` names a file (mode 0600) holding the cluster's
+shared secret; the secret is read from it, never given on the command line
+(``/proc/PID/cmdline`` is world-readable).
 
 >>> import argparse
 >>> p = argparse.ArgumentParser(); add_tls_arguments(p)
@@ -26,6 +30,18 @@ def _existing_file(text: str) -> str:
     path = os.path.abspath(os.path.expanduser(text))
     if not os.path.isfile(path):
         raise argparse.ArgumentTypeError(f"file {text!r} does not exist")
+    return path
+
+
+def _secret_file(text: str) -> str:
+    """argparse ``type=``: a readable, private secret file, as an absolute path."""
+    from distributed.comm.auth_secret import read_secret_file
+
+    path = os.path.abspath(os.path.expanduser(text))
+    try:
+        read_secret_file(path)
+    except (OSError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return path
 
 
@@ -63,6 +79,14 @@ def add_tls_arguments(parser: argparse.ArgumentParser, worker: bool = False) -> 
         metavar="FILE",
         help="this process's private key (PEM), if not in --tls-cert",
     )
+    auth = parser.add_argument_group("Authentication")
+    auth.add_argument(
+        "--auth-secret-file",
+        type=_secret_file,
+        metavar="PATH",
+        help="file (mode 0600) holding the cluster's shared secret; default: "
+        "distributed.comm.auth.*, else $DASK_CONFIG/distributed-auth-secret",
+    )
 
 
 def security_from_args(args: argparse.Namespace, role: str) -> dict | None:
@@ -81,4 +105,9 @@ def security_from_args(args: argparse.Namespace, role: str) -> dict | None:
         f"tls_{role}_key": args.tls_key,
     }
     security = {k: v for k, v in given.items() if v is not None}
+    secret_file = getattr(args, "auth_secret_file", None)
+    if secret_file is not None:
+        from distributed.comm.auth_secret import read_secret_file
+
+        security["auth_secret"] = read_secret_file(secret_file)
     return security or None

@@ -255,3 +255,69 @@ async def test_scheduler_file_is_private_and_carries_the_secret(tmp_path):
             async with Client(scheduler_file=sched_file, asynchronous=True) as c:
                 assert await c.submit(inc, 1) == 2
                 assert SECRET not in repr(await c.scheduler_info())
+
+
+# -- real processes: the command line ----------------------------------------
+
+
+def _cli_cluster_works(start, scheduler_args, worker_args, client_security):
+    from distributed.tests.test_cli import WORKER, start_scheduler, wait_until
+
+    scheduler, address = start_scheduler(start, "--host", "127.0.0.1", "--no-dashboard",
+                                         *scheduler_args)
+    worker = start(WORKER, address, "--nthreads", "1", "--no-nanny", *worker_args)
+    with Client(address, security=client_security, timeout=30) as c:
+        wait_until(lambda: len(c.scheduler_info()["workers"]) == 1, 30, "a worker")
+        assert c.submit(inc, 1).result(timeout=30) == 2
+    return scheduler, worker
+
+
+@pytest.mark.timeout(120)
+def test_cli_auth_secret_file(tmp_path):
+    from distributed.tests.test_cli import programs
+
+    path = tmp_path / "cluster-secret"
+    path.write_text(SECRET)
+    path.chmod(0o600)
+    sched_file = tmp_path / "scheduler.json"
+    with programs() as start:
+        scheduler, worker = _cli_cluster_works(
+            start, ["--auth-secret-file", str(path), "--scheduler-file", str(sched_file)],
+            ["--auth-secret-file", str(path)], Security(auth_secret=SECRET))
+        assert stat.S_IMODE(os.stat(sched_file).st_mode) == 0o600
+        assert all(SECRET not in arg for arg in worker.argv)
+        address = json_address(sched_file)
+        with pytest.raises(AuthenticationError):
+            Client(address, security=Security(auth_mode="disabled"), timeout=5)
+        assert SECRET not in scheduler.stderr and SECRET not in worker.stderr
+
+
+def json_address(path) -> str:
+    import json
+
+    with open(path) as f:
+        return json.load(f)["address"]
+
+
+@pytest.mark.timeout(120)
+def test_cli_no_flags_with_generated_secret(monkeypatch):
+    """What ``--host 0.0.0.0`` triggers (mode required stands in for the
+    non-loopback bind): the scheduler generates the default secret file and
+    a worker and a client of the same user find it with no flags."""
+    from distributed.tests.test_cli import programs
+
+    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__AUTH__MODE", "required")
+    with programs() as start:
+        scheduler, worker = _cli_cluster_works(start, [], [], None)
+    assert os.path.exists(default_secret_path())
+
+
+def test_cli_secret_file_too_open(tmp_path):
+    from distributed.tests.test_cli import SCHEDULER, run_cli
+
+    path = tmp_path / "cluster-secret"
+    path.write_text(SECRET)
+    path.chmod(0o644)
+    result = run_cli(SCHEDULER, "--auth-secret-file", str(path))
+    assert result.returncode != 0
+    assert "too open" in result.stderr and SECRET not in result.stderr
