@@ -53,8 +53,9 @@ class Watch:
     True
     """
 
-    def __init__(self, ident: str, client: str | None, follow: bool):
+    def __init__(self, ident: str, client: str | None, follow: bool, complete: bool = True):
         self.ident = ident
+        self.complete = complete  # count keys already in memory (else only those still to run)
         self.client = client
         self.follow = follow
         self.all: dict[str, int] = {}
@@ -64,10 +65,13 @@ class Watch:
         self.order: list[str] = []  # prefixes in dependency order (dependencies first)
         self.start = time.time()
 
-    def add(self, ts: Any, finished: bool) -> None:
-        """Count ``ts``; ``finished`` when it is in memory already."""
+    def add(self, ts: Any, finished: bool) -> bool:
+        """Count ``ts``; ``finished`` when it is in memory already.  Returns
+        whether the watch follows it."""
         if ts.key in self.prefix_of:
-            return
+            return False
+        if finished and not self.complete:
+            return False
         name = _prefix_of(ts)
         self.prefix_of[ts.key] = name
         if name not in self.all:
@@ -78,6 +82,7 @@ class Watch:
             self.erred.setdefault(ts.key, ts.exception_text or "erred")
         elif not finished:
             self.remaining[name].add(ts.key)
+        return True
 
     def finish(self, key: Any, error: str | None = None, lost: bool = False) -> None:
         """``key`` reached memory (``error`` None) or failed; ``lost``: it
@@ -131,8 +136,9 @@ class ProgressExtension:
     # -- handlers --------------------------------------------------------
 
     async def watch(self, comm=None, keys=None, client: str | None = None, follow: bool = False,
-                    **kwargs) -> dict:
-        """Open a watch over ``keys`` (and their unfinished dependencies)."""
+                    complete: bool = True, **kwargs) -> dict:
+        """Open a watch over ``keys`` (and their unfinished dependencies);
+        ``complete=False`` leaves out the keys already in memory."""
         if kwargs:
             raise TypeError(f"progress_watch got unexpected arguments {sorted(kwargs)}")
         keys = list(keys or ())
@@ -150,7 +156,7 @@ class ProgressExtension:
                 raise ValueError(f"progress: the scheduler does not know {len(missing)} key(s) after "
                                  f"{_KEYS_ARRIVE_TIMEOUT:.0f}s, e.g. {missing[:3]!r} (released or never submitted?)")
             await asyncio.sleep(0.02)
-        w = Watch(uuid.uuid4().hex, client=client, follow=bool(follow))
+        w = Watch(uuid.uuid4().hex, client=client, follow=bool(follow), complete=bool(complete))
         self.watches[w.ident] = w
         self._add_keys(w, keys)
         self._observe()
@@ -241,7 +247,8 @@ class ProgressExtension:
                 if t.state != "memory":
                     stack.extend((d, False) for d in t.dependencies if d.key not in seen)
         for t in post:
-            w.add(t, finished=t.state == "memory")
+            if not w.add(t, finished=t.state == "memory"):
+                continue
             self.index.setdefault(t.key, set()).add(w.ident)
             name = w.prefix_of[t.key]
             if name not in w.order:

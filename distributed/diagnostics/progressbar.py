@@ -68,8 +68,8 @@ def _errors_text(snap: dict) -> str:
     return "\n".join(lines)
 
 
-def _keys_of(futures: tuple) -> tuple[Any, list]:
-    """The client and keys behind ``futures`` (futures or collections)."""
+def _futures_of(futures: tuple) -> tuple[Any, list]:
+    """The client and the futures behind ``futures`` (futures or collections)."""
     from distributed.futures import futures_of
 
     fs = futures_of(list(futures))
@@ -79,7 +79,7 @@ def _keys_of(futures: tuple) -> tuple[Any, list]:
     clients = {id(f.client) for f in fs}
     if len(clients) > 1:
         raise ValueError("progress() got futures of more than one client")
-    return fs[0].client, [f.key for f in fs]
+    return fs[0].client, fs
 
 
 class _Bar:
@@ -92,9 +92,13 @@ class _Bar:
                              "pass client= (or futures), not scheduler=")
         if kwargs:
             raise TypeError(f"unexpected keyword arguments {sorted(kwargs)}")
+        # Futures are kept while the bar lives: their keys must not be released under it.
+        self._futures: list = []
         if keys is not None and client is None:
-            client, keys = _keys_of((keys,))
+            client, self._futures = _futures_of((keys,))
+            keys = [f.key for f in self._futures]
         elif keys is not None:
+            self._futures = [k for k in keys if hasattr(k, "key")]
             keys = [getattr(k, "key", k) for k in keys]
         if client is None:
             from distributed.client import get_client
@@ -116,7 +120,8 @@ class _Bar:
             raise TimeoutError(f"progress: the scheduler did not answer {op} within {_RPC_TIMEOUT:.0f}s") from None
 
     async def _open(self) -> None:
-        reply = await self._call("progress_watch", keys=self.keys, client=self.client.id, follow=self.follow)
+        reply = await self._call("progress_watch", keys=self.keys, client=self.client.id, follow=self.follow,
+                                 complete=self.complete)
         self._id = reply.pop("id")
         self.snapshot = reply
         self._draw(reply)
@@ -242,9 +247,36 @@ class MultiProgressBar(_Bar):
         self._out.write(lines, 1.0 if total == 0 else done / total, final, _errors_text(snap) if final else "")
 
 
+def _ipywidgets() -> Any:
+    """The ipywidgets module, or None when it is not installed."""
+    try:
+        import ipywidgets
+    except ImportError:
+        return None
+    return ipywidgets
+
+
+def _ipython_display() -> tuple | None:
+    """``(HTML, display, update_display)`` from IPython, or None without it."""
+    try:
+        from IPython.display import HTML, display, update_display
+    except ImportError:
+        return None
+    return HTML, display, update_display
+
+
+def _log_failure(task: Any) -> None:
+    """A background bar's error goes to the log (nobody awaits the task)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("progress display stopped: %r", task.exception())
+
+
 class ProgressWidget(_Bar):
-    """An HTML progress display for Jupyter, updated in place through
-    ``IPython.display`` (no ipywidgets needed).  Polls in the background.
+    """A progress display for Jupyter.  With ipywidgets installed it is a
+    column of ``FloatProgress`` bars; without, an HTML table updated in place
+    through ``IPython.display``'s ``display_id`` (works in JupyterLab, VS Code
+    and Colab with no widget extension).  It shows itself when created (in
+    the cell that made it) and polls in the background.
 
     >>> ProgressWidget(futures)                    # doctest: +SKIP
     """
@@ -254,16 +286,43 @@ class ProgressWidget(_Bar):
     def __init__(self, keys: Any = None, scheduler: Any = None, interval: str | float = "100ms",
                  complete: bool = False, start: bool = True, **kwargs: Any):
         super().__init__(keys, scheduler, interval, complete, **kwargs)
-        self._display_id: str | None = None
+        self._display_id = f"distributed-progress-{id(self)}"
+        self._shown = False
+        self.widget: Any = None  # the ipywidgets VBox, when ipywidgets is installed
+        self._bars: dict[str, Any] = {}
+        self._label: Any = None
         self.task: Any = None
+        ipywidgets = _ipywidgets()
+        if ipywidgets is not None:
+            self._label = ipywidgets.HTML(value="")
+            self.widget = ipywidgets.VBox(children=[self._label])
+            self._ipywidgets = ipywidgets
         if start:
+            self.show()
             self.start()
 
     def start(self) -> None:
         """Start polling on the client's event loop (returns at once)."""
         def go():
             self.task = asyncio.ensure_future(self._run())
+            self.task.add_done_callback(_log_failure)
         self.client.loop.add_callback(go)
+
+    def show(self) -> None:
+        """Display it now (once), in the current cell's output."""
+        ipython = _ipython_display()
+        if self._shown or ipython is None:  # no IPython: nothing to show on; _repr_html_ stays
+            return
+        HTML, display, _ = ipython
+        self._shown = True
+        if self.widget is not None:
+            display(self.widget)
+        else:
+            display(HTML(self._repr_html_()), display_id=self._display_id)
+
+    def _ipython_display_(self) -> None:
+        # Shown when created; being the cell's last expression must not show it twice.
+        self.show()
 
     def _rows(self, snap: dict) -> list[tuple[str, int, int]]:
         if not self.multi:
@@ -282,21 +341,34 @@ class ProgressWidget(_Bar):
             rows.append(f"<tr><td>{html.escape(str(name))}</td><td style='width:20em'>"
                         f"<div style='background:#eee;width:100%'><div style='background:#4a90d9;"
                         f"width:{pct}%;height:1em'></div></div></td><td>{done} / {total}</td></tr>")
+        return (f"<div class='distributed-progress'><table>{''.join(rows)}</table>"
+                f"{self._status_html(snap)}</div>")
+
+    def _status_html(self, snap: dict) -> str:
         errors = "".join(f"<div style='color:#b00'>{html.escape(line)}</div>"
                          for line in _errors_text(snap).splitlines())
-        return (f"<div class='distributed-progress'><table>{''.join(rows)}</table>"
-                f"<div>{html.escape(format_time(snap['elapsed']))}</div>{errors}</div>")
+        return f"<div>{html.escape(format_time(snap['elapsed']))}</div>{errors}"
 
     def _draw(self, snap: dict, final: bool = False) -> None:
-        try:
-            from IPython.display import HTML, display, update_display
-        except ImportError:
+        if self.widget is not None:
+            self._draw_widgets(snap)
             return
-        if self._display_id is None:
-            self._display_id = f"distributed-progress-{id(self)}"
-            display(HTML(self._repr_html_()), display_id=self._display_id)
-        else:
-            update_display(HTML(self._repr_html_()), display_id=self._display_id)
+        ipython = _ipython_display()
+        if not self._shown or ipython is None:
+            return
+        HTML, _, update_display = ipython
+        update_display(HTML(self._repr_html_()), display_id=self._display_id)
+
+    def _draw_widgets(self, snap: dict) -> None:
+        ipywidgets = self._ipywidgets
+        for name, done, total in self._rows(snap):
+            bar = self._bars.get(name)
+            if bar is None:
+                bar = self._bars[name] = ipywidgets.FloatProgress(min=0.0, max=1.0, description=str(name))
+                self.widget.children = (*self.widget.children[:-1], bar, self._label)
+            bar.value = 1.0 if total == 0 else done / total
+            bar.bar_style = "danger" if snap["n_erred"] else ("success" if done == total else "")
+        self._label.value = self._status_html(snap)
 
 
 class MultiProgressWidget(ProgressWidget):
@@ -319,7 +391,7 @@ def progress(*futures: Any, notebook: bool | None = None, multi: bool = True, co
     >>> progress(client.persist(x))                # doctest: +SKIP
     [########################################] | 100% Completed | 1.2s
     """
-    client, keys = _keys_of(futures)
+    client, fs = _futures_of(futures)
     if notebook is None:
         from distributed.utils import is_kernel
 
@@ -328,9 +400,9 @@ def progress(*futures: Any, notebook: bool | None = None, multi: bool = True, co
         raise ValueError(f"group_by={group_by!r} is not supported here; only 'prefix'")
     if notebook:
         cls = MultiProgressWidget if multi else ProgressWidget
-        return cls(keys, client=client, complete=complete, **kwargs)
+        return cls(fs, client=client, complete=complete, **kwargs)
     cls = MultiProgressBar if multi else TextProgressBar
-    bar = cls(keys, client=client, complete=complete, start=False, **kwargs)
+    bar = cls(fs, client=client, complete=complete, start=False, **kwargs)
     return client.sync(bar._run)
 
 

@@ -164,3 +164,61 @@ def test_import_from_dask_distributed():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["distributed.diagnostics.progressbar", "ProgressBar", "TextProgressBar"]
+
+
+@gen_cluster(client=True)
+async def test_complete_false_counts_only_what_is_left_to_run(c, s, a, b):
+    first = c.map(inc, range(3))
+    await c.gather(first)
+    for complete, expected in [(True, {"inc": 3}), (False, {})]:
+        bar = TextProgressBar(first, start=False, complete=complete, file=io.StringIO())
+        await bar._open()
+        assert bar.snapshot["all"] == expected
+        await bar._close()
+        assert "100% Completed" in bar._out.out.getvalue()
+
+
+@gen_cluster(client=True)
+async def test_notebook_html_display_updates_in_place(c, s, a, b):
+    from distributed.diagnostics import progressbar
+
+    calls: list = []
+
+    class HTML:
+        def __init__(self, data):
+            self.data = data
+
+    fake = (HTML, lambda obj, **kw: calls.append(("display", obj, kw)),
+            lambda obj, **kw: calls.append(("update", obj, kw)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(progressbar, "_ipython_display", lambda: fake)
+        mp.setattr(progressbar, "_ipywidgets", lambda: None)
+        w = progress(c.map(inc, range(3)), notebook=True)
+        await async_poll_for(lambda: w.task is not None and w.task.done(), timeout=10)
+        w._ipython_display_()  # the cell's last expression: not shown a second time
+    assert [kind for kind, *_ in calls].count("display") == 1
+    assert len({kw["display_id"] for kind, obj, kw in calls}) == 1  # every update goes to the one display
+    assert calls[-1][0] == "update" and "3 / 3" in calls[-1][1].data
+
+
+@gen_cluster(client=True)
+async def test_ipywidgets_used_when_installed(c, s, a, b):
+    import types
+
+    from distributed.diagnostics import progressbar
+
+    class Widget:
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+    fake = types.SimpleNamespace(HTML=Widget, VBox=Widget, FloatProgress=Widget)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(progressbar, "_ipywidgets", lambda: fake)
+        mp.setattr(progressbar, "_ipython_display", lambda: None)
+        w = progress(c.map(inc, range(4)), c.submit(throws, 1, key="oops"), notebook=True)
+        await async_poll_for(lambda: w.task is not None and w.task.done(), timeout=10)
+    assert "oops" in w._label.value
+    bars = {b.description: b for b in w.widget.children if hasattr(b, "description")}
+    assert set(bars) == {"inc", "oops"}  # one bar per prefix; the key "oops" is its own prefix
+    assert bars["oops"].bar_style == "danger"  # the bar stops at the first error: incs may be unfinished
+    assert 0.0 <= bars["inc"].value <= 1.0
