@@ -62,6 +62,17 @@ async def test_text_tty_redraws_in_place_and_ends_with_newline(c, s, a, b):
 
 
 @gen_cluster(client=True)
+async def test_multi_on_a_tty_redraws_all_lines_in_place(c, s, a, b):
+    total = c.submit(sum, c.map(inc, range(4)))
+    out = FakeTTY()
+    await progress(total, file=out)
+    text = out.getvalue()
+    assert text.endswith("\n")
+    last = text.rsplit("\r", 1)[-1]  # the final redraw: every bar, each line cleared first
+    assert [line.replace("\x1b[2K", "").split()[0] for line in last.splitlines()] == ["inc", "sum", "[" + "#" * 40 + "]"]
+
+
+@gen_cluster(client=True)
 async def test_errors_are_shown_with_the_key(c, s, a, b):
     bad = c.submit(throws, 1, key="bad-key")
     out = io.StringIO()
