@@ -321,3 +321,42 @@ def test_cli_secret_file_too_open(tmp_path):
     result = run_cli(SCHEDULER, "--auth-secret-file", str(path))
     assert result.returncode != 0
     assert "too open" in result.stderr and SECRET not in result.stderr
+
+
+class _LeavesAMark:
+    """Unpickling it creates a file: proof that a payload was (not) unpickled."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@gen_test()
+async def test_unauthenticated_pickle_is_never_unpickled(tmp_path):
+    from distributed.protocol import to_serialize
+
+    marker = str(tmp_path / "unpickled")
+    listener, served = await _echo_listener(AuthConfig(SECRET))
+    async with listener:
+        comm = await connect(listener.address)  # no secret, no handshake
+        await comm.write({"op": "echo", "x": to_serialize(_LeavesAMark(marker))})
+        with pytest.raises(AuthenticationError):
+            await comm.read()
+    assert served == []
+    assert not os.path.exists(marker)
+
+
+@gen_cluster(client=True, security=Security(auth_secret=SECRET))
+async def test_worker_with_wrong_secret_cannot_join(c, s, a, b):
+    from distributed import Worker
+
+    with captured_logger("distributed") as log:
+        with pytest.raises(AuthenticationError, match="could not prove"):
+            async with Worker(s.address, nthreads=1, security=Security(auth_secret=OTHER),
+                              death_timeout=5):
+                pass
+    assert len(s.workers) == 2
+    assert SECRET not in log.getvalue() and OTHER not in log.getvalue()
+    assert await c.submit(inc, 1) == 2

@@ -27,7 +27,13 @@ import psutil
 
 from distributed import config, context
 from distributed.batched import BatchedSend
-from distributed.comm import CommClosedError, connect, get_address_host, normalize_address
+from distributed.comm import (
+    CommClosedError,
+    FatalCommClosedError,
+    connect,
+    get_address_host,
+    normalize_address,
+)
 from distributed.comm.tcp import configured_max_message_size
 from distributed.context import get_worker
 from distributed.core import Server, Status
@@ -307,6 +313,8 @@ class Worker(Server, WorkerPluginsMixin):
         try:
             comm = await connect(self.scheduler_address, timeout=timeout, **self.connection_args)
         except OSError as e:
+            if getattr(e, "status", None) is not None and isinstance(e, FatalCommClosedError):
+                raise  # AuthenticationError: its message already names the fix
             raise OSError(
                 f"Worker could not reach the scheduler at {self.scheduler_address} within "
                 f"{timeout} s; is it running, and is the address right? ({e})") from e
