@@ -360,3 +360,20 @@ async def test_worker_with_wrong_secret_cannot_join(c, s, a, b):
     assert len(s.workers) == 2
     assert SECRET not in log.getvalue() and OTHER not in log.getvalue()
     assert await c.submit(inc, 1) == 2
+
+
+_TLS = Security.temporary()  # certificates and a fresh secret, shared by the cluster
+
+
+@gen_cluster(client=True, scheduler="tls://127.0.0.1", security=_TLS,
+             nthreads=[("tls://127.0.0.1", 1)])
+async def test_secret_inside_tls(c, s, a):
+    import copy
+
+    assert _TLS.auth_secret is not None and _TLS.auth_secret not in repr(_TLS)
+    assert await c.submit(inc, 1) == 2
+    wrong = copy.copy(_TLS)
+    wrong.auth_secret = OTHER  # the right certificates, the wrong secret
+    with pytest.raises(AuthenticationError):
+        await Client(s.address, asynchronous=True, security=wrong, timeout=5)
+    assert await c.submit(inc, 2) == 3
