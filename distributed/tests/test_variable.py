@@ -320,8 +320,11 @@ async def test_concurrent_readers_and_writers_never_lose_the_value(c, s, a, b):
     v = Variable("chain")
     await v.set(await c.scatter(0))
     results = await c.gather(c.map(_chain, [10] * 4, pure=False))
-    assert all(r >= 10 for r in results)
-    assert await (await v.get()) >= 10
+    # Racing writers may overwrite each other with older values, so a chain
+    # may end lower than 10; what must hold is that no reader lost its key
+    # (that would have raised CancelledError in _chain) and values grew.
+    assert all(r >= 1 for r in results)
+    assert await (await v.get()) >= 1
     await async_wait_for(lambda: not s.extensions["variables"].in_flight, timeout=10)
     assert len(s.extensions["variables"].holders["chain"].counts) == 1
 
