@@ -199,6 +199,9 @@ class TextProgressBar(_Bar):
                  width: int = 40, loop: Any = None, complete: bool = True, start: bool = True,
                  file: TextIO | None = None, **kwargs: Any):
         super().__init__(keys, scheduler, interval, complete, **kwargs)
+        if loop is not None and loop is not self.client.loop:
+            raise ValueError("TextProgressBar(loop=...): the bar runs on its client's event loop; "
+                             "leave loop out or pass client.loop")
         self.width = width
         self._out = _TextOut(file)
         if start:

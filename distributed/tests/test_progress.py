@@ -233,3 +233,10 @@ async def test_ipywidgets_used_when_installed(c, s, a, b):
     assert set(bars) == {"inc", "oops"}  # one bar per prefix; the key "oops" is its own prefix
     assert bars["oops"].bar_style == "danger"  # the bar stops at the first error: incs may be unfinished
     assert 0.0 <= bars["inc"].value <= 1.0
+
+
+@gen_cluster(client=True)
+async def test_text_bar_refuses_a_loop_it_would_not_use(c, s, a, b):
+    x = c.submit(inc, 1)
+    with pytest.raises(ValueError, match="loop"):
+        TextProgressBar([x], loop=object(), start=False)
