@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distributed import config
-from distributed.coordination._context import AcquireReleaseContext
+from distributed.coordination._context import AcquireReleaseContext, ClientOrRpc
 
 __all__ = ["Lock", "LockExtension", "LockNotHeldError", "LockArgumentError"]
 
@@ -264,7 +264,7 @@ class LockExtension:
 # ----------------------------------------------------------------------
 
 
-class Lock(AcquireReleaseContext):
+class Lock(AcquireReleaseContext, ClientOrRpc):
     """A lock shared by every client and task of a cluster, by name.
 
     ``acquire(blocking=True, timeout=None)`` returns True once this object
@@ -327,26 +327,6 @@ class Lock(AcquireReleaseContext):
                     f"Lock {self.name!r} is not properly initialized: no client was given and none was found "
                     f"({e}). Start a Client first, or pass client=") from None
         return self._client
-
-    def _run(self, func, *args):
-        """Run coroutine function ``func``: an awaitable on an asynchronous
-        client's own loop, else block until it finishes."""
-        client = self.client
-        if client is not None:
-            return client.sync(func, *args)
-        from distributed.utils import in_thread_of, sync
-
-        if in_thread_of(self._loop):
-            return func(*args)
-        return sync(self._loop, func, *args)
-
-    def _scheduler(self) -> Any:
-        if self._scheduler_rpc is not None:
-            return self._scheduler_rpc
-        scheduler = self._client.scheduler
-        if scheduler is None:
-            raise RuntimeError(f"Lock {self.name!r}: the client is not connected to a scheduler")
-        return scheduler
 
     # -- the lock ------------------------------------------------------------
 

@@ -58,7 +58,7 @@ from typing import Any
 
 from distributed import config
 from distributed.context import current_worker
-from distributed.coordination._context import AcquireReleaseContext
+from distributed.coordination._context import AcquireReleaseContext, ClientOrRpc
 
 from .lock import _normalize_name
 
@@ -479,7 +479,7 @@ class _Held:
         self.refreshing = False  # a refresh is scheduled on the loop
 
 
-class Semaphore(AcquireReleaseContext):
+class Semaphore(AcquireReleaseContext, ClientOrRpc):
     """A semaphore shared by every client and task of a cluster, by name.
 
     ``acquire(timeout=None)`` returns True once this object holds one more
@@ -559,24 +559,6 @@ class Semaphore(AcquireReleaseContext):
                     f"Semaphore {self.name!r} is not properly initialized: no client was given and none "
                     f"was found ({e}). Start a Client first, or pass client=") from None
         return self._client
-
-    def _run(self, func, *args):
-        client = self.client
-        if client is not None:
-            return client.sync(func, *args)
-        from distributed.utils import in_thread_of, sync
-
-        if in_thread_of(self._loop):
-            return func(*args)
-        return sync(self._loop, func, *args)
-
-    def _scheduler(self) -> Any:
-        if self._scheduler_rpc is not None:
-            return self._scheduler_rpc
-        scheduler = self._client.scheduler
-        if scheduler is None:
-            raise RuntimeError(f"Semaphore {self.name!r}: the client is not connected to a scheduler")
-        return scheduler
 
     # -- registration ----------------------------------------------------------
 
