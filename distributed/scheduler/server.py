@@ -26,6 +26,7 @@ from distributed.remote_call import run_user_function
 from distributed.scheduler.extensions import close_extensions, load_extensions, notify_extensions
 from distributed.scheduler.plugin_server import SchedulerPluginsMixin
 from distributed.scheduler.state import SchedulerState
+from distributed.scheduler.stealing import WorkStealing, interval_from_config
 from distributed.versions import get_versions
 
 __all__ = ["Scheduler"]
@@ -156,6 +157,7 @@ class Scheduler(Server, SchedulerPluginsMixin):
             "worker-exiting": self._worker_exiting,
             "worker-status-change": self._worker_status_change,
             "keep-alive": lambda **kw: None,
+            "steal-response": self._steal_response,
             # from clients
             "update-graph": self._update_graph,
             "client-releases-keys": self._client_releases_keys,
@@ -176,6 +178,10 @@ class Scheduler(Server, SchedulerPluginsMixin):
         self.rpc.limit = 512  # the scheduler talks to every worker
         # Named add-ons (locks, ...) through the registry: they add their own handlers.
         self.extensions = load_extensions(self, extensions)
+        if config.get("distributed.scheduler.work-stealing"):  # the balancer: scheduler/stealing.py
+            self.extensions["stealing"] = WorkStealing(self.state)
+            self._stealing_interval = interval_from_config(
+                config.get("distributed.scheduler.work-stealing-interval"))
         # Plugins (Scheduler(plugins=...), add_plugin) and event topics: plugin_server.py.
         self._init_plugins_and_events(plugins, preload, preload_argv)
 
@@ -235,6 +241,8 @@ class Scheduler(Server, SchedulerPluginsMixin):
         self._start_plugins()
         ttl = self.worker_ttl
         if ttl:
+        if "stealing" in self.extensions:
+            self.start_periodic_callback("stealing", self._balance, self._stealing_interval)
             self.start_periodic_callback("worker-ttl", self._check_worker_ttl, min(max(ttl / 10, 0.05), 10))
         if self.scheduler_file:
             info = self.identity()
@@ -356,6 +364,7 @@ class Scheduler(Server, SchedulerPluginsMixin):
         self._note_worker_added(address, nanny)
         try:
             await self.handle_stream(comm, extra={"worker": address})
+        self._balance()  # a worker that joins gets queued work at once
         finally:
             if self.worker_streams.get(address) is stream:
                 if address in self._restarting:
@@ -446,6 +455,27 @@ class Scheduler(Server, SchedulerPluginsMixin):
 
     def _task_finished(self, key=None, worker=None, nbytes=-1, type=None, duration=None, **kwargs):
         self.send_all(*self.state.handle_task_finished(key, worker, nbytes, type, duration))
+    def _balance(self) -> None:
+        """One work-stealing pass: send the steal requests it decides."""
+        stealing = self.extensions.get("stealing")
+        if stealing is None:
+            return
+        decisions = stealing.balance()
+        if decisions:
+            self.send_all({}, stealing.requests(decisions))
+        self._log_steals(stealing)
+
+    def _steal_response(self, key=None, stimulus_id="", state=None, worker=None, **kwargs):
+        stealing = self.extensions.get("stealing")
+        if stealing is not None:
+            self.send_all(*stealing.handle_steal_response(key, stimulus_id, state, worker))
+            self._log_steals(stealing)
+
+    def _log_steals(self, stealing) -> None:
+        if stealing.events:
+            for event in stealing.take_events():
+                self.log_event("stealing", event)
+
 
     def _task_erred(self, key=None, worker=None, exception=None, traceback=None,
                     exception_text="", traceback_text="", **kwargs):

@@ -420,6 +420,9 @@ class SchedulerState:
         # Actor tasks: key -> the worker it was last assigned to, where the
         # object lives once in memory (an actor never moves; see remove_worker).
         self.actor_homes: dict[Any, str | None] = {}
+        # Steals asked of a victim and not answered yet (scheduler/stealing.py):
+        # task -> its record.  Dropped when the task leaves processing.
+        self.in_flight_steals: dict[TaskState, Any] = {}
         self._table = {
             ("released", "waiting"): self._released_waiting,
             ("released", "forgotten"): self._released_forgotten,
@@ -616,12 +619,35 @@ class SchedulerState:
         if ws is None:
             return None
         ts.processing_on = None
+        if self.in_flight_steals:  # a late steal answer must not move it
+            self.in_flight_steals.pop(ts, None)
         duration = ws.processing.pop(ts, 0.0)
         ws.occupancy = max(ws.occupancy - duration, 0.0)
         ws.long_running.discard(ts)
         if ws.address in self.workers:
             self._check_idle(ws)
         return ws
+
+    def move_processing(self, key, worker: str) -> tuple[dict, dict]:
+        """Run ``key``, processing on one worker that has confirmed it
+        dropped it (a steal), on ``worker`` instead; returns the messages.
+
+        >>> state.move_processing("x", "tcp://127.0.0.1:2")   # doctest: +SKIP
+        ({}, {'tcp://127.0.0.1:2': [{'op': 'compute-task', 'key': 'x', ...}]})
+        """
+        ts = self.tasks.get(key)
+        ws = self.workers.get(worker)
+        if ts is None or ts.state != "processing" or ws is None:
+            raise ValueError(f"cannot move {key!r} to {worker}: the task is not processing "
+                             "or the worker is not connected")
+        old = self._unassign(ts)
+        self._assign(ts, ws)
+        self.transition_counter += 1
+        self.transition_log.append(ts.key, "processing", "processing")
+        recs: dict = {}
+        if old is not None:
+            self._fill_worker(old, recs)
+        return self.transitions(recs)
 
     def _processing_memory(self, ts: TaskState, worker: str | None = None, nbytes: int = -1,
                            type: str | None = None, duration: float | None = None) -> dict:
@@ -1380,6 +1406,7 @@ class SchedulerState:
             self.client_msgs[cs.client_key].append({"op": "restart"})
         self.tasks.clear()
         self.actor_homes.clear()
+        self.in_flight_steals.clear()
         self.queued.clear()
         self.unrunnable.clear()
         if self.validate:

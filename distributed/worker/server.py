@@ -242,6 +242,7 @@ class Worker(Server, WorkerPluginsMixin):
             "free-keys": self._handle_free_keys,
             "acquire-replicas": self._handle_acquire_replicas,
             "refresh-who-has": self._handle_refresh_who_has,
+            "steal-request": self._handle_steal_request,
             "close": self._handle_close_request,
         }
         super().__init__(handlers, stream_handlers)
@@ -541,6 +542,9 @@ class Worker(Server, WorkerPluginsMixin):
 
     def _handle_refresh_who_has(self, who_has=None, **kwargs) -> None:
         self._act(self.state.handle_new_holders(who_has or {}))
+
+    def _handle_steal_request(self, key=None, stimulus_id="", **kwargs) -> None:
+        self._act(self.state.handle_steal_request(key, stimulus_id))
 
     # ------------------------------------------------------------------
     # The worker's own client

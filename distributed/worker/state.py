@@ -269,6 +269,28 @@ class WorkerState:
                 self._release(ts)
         return self._next()
 
+    def handle_steal_request(self, key, stimulus_id: str = "") -> list:
+        """The scheduler wants to run ``key`` elsewhere.  Answered from our
+        own state (``steal-response``): a task not started yet (waiting,
+        ready, constrained) is dropped here and never starts; any other
+        state is only reported, so the task runs exactly once.
+
+        >>> ws = WorkerState(nthreads=1, data={})
+        >>> _ = [ws.handle_compute_task(k, "spec", duration=1.0) for k in "xy"]
+        >>> ws.handle_steal_request("y", "steal-1")
+        []
+        >>> ws.scheduler_msgs[-1]["state"], "y" in ws.tasks
+        ('ready', False)
+        """
+        ts = self.tasks.get(key)
+        state = None if ts is None else ts.state
+        self.log.append((key, "steal-request", state, stimulus_id))
+        if ts is not None and state in ("waiting", "ready", "constrained"):
+            self._release(ts)
+        self.scheduler_msgs.append({"op": "steal-response", "key": key, "state": state,
+                                    "stimulus_id": stimulus_id})
+        return self._next()
+
     def handle_update_data(self, data: dict, nbytes: dict | None = None,
                            types: dict | None = None) -> None:
         """Data put here directly (scatter, replicate)."""
@@ -297,7 +319,12 @@ class WorkerState:
     # ------------------------------------------------------------------
 
     def handle_execute_success(self, key, value, nbytes: int, type: str | None = None,
-                               duration: float | None = None) -> list:
+                               duration: float | None = None, startstops: list | None = None,
+                               thread: int | None = None) -> list:
+        """The task ran and returned ``value``.  ``startstops`` (the
+        ``{"action", "start", "stop"}`` records of its compute and of the
+        transfers of its inputs) and ``thread`` go to the scheduler with the
+        result, for its task stream."""
         ts = self.tasks.get(key)
         if ts is None:
             return self._next()
@@ -322,10 +349,14 @@ class WorkerState:
         msg = self._finished_msg(ts)
         if duration is not None:
             msg["duration"] = duration
+        if startstops:
+            msg["startstops"] = startstops
+            msg["thread"] = thread
         self.scheduler_msgs.append(msg)
         return self._next()
 
-    def handle_execute_failure(self, key, error: dict) -> list:
+    def handle_execute_failure(self, key, error: dict, startstops: list | None = None,
+                               thread: int | None = None) -> list:
         ts = self.tasks.get(key)
         if ts is None:
             return self._next()
@@ -338,7 +369,11 @@ class WorkerState:
             return self._next()
         ts.state = "error"
         self.log.append((key, "error"))
-        self.scheduler_msgs.append({"op": "task-erred", "key": key, **error})
+        msg = {"op": "task-erred", "key": key, **error}
+        if startstops:
+            msg["startstops"] = startstops
+            msg["thread"] = thread
+        self.scheduler_msgs.append(msg)
         return self._next()
 
     def handle_reschedule(self, key) -> list:
