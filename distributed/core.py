@@ -38,8 +38,9 @@ logger = logging.getLogger(__name__)
 
 
 class Status:
-    """Lifecycle of a server."""
+    """Lifecycle of a server (and of a cluster object: ``created`` until started)."""
 
+    created = "created"
     init = "init"
     starting = "starting"
     running = "running"
@@ -72,7 +73,7 @@ class Server:
         handlers: dict[str, Callable],
         stream_handlers: dict[str, Callable] | None = None,
         deserialize: bool = True,
-        connection_limit: int = 512,
+        connection_limit: int | None = None,
     ):
         self.handlers = {"identity": self.identity, "echo": self._echo, **handlers}
         self.stream_handlers = dict(stream_handlers or {})
@@ -238,7 +239,9 @@ class Server:
 
     async def handle_comm(self, comm: Comm) -> None:
         """Serve requests on one connection until it closes."""
-        if len(self._comms) >= self.connection_limit:
+        # The listener already caps connections (distributed.comm.max-connections,
+        # answering BUSY); this is an extra, explicit per-server cap.
+        if self.connection_limit is not None and len(self._comms) >= self.connection_limit:
             logger.warning(
                 "%s: connection limit reached; refusing %s", self.id, comm.peer_address
             )
