@@ -129,6 +129,12 @@ defaults: dict[str, Any] = {
             "shard": "64MiB",
             "offload": "10MiB",
             "max-message-size": "auto",  # half the memory; see comm/tcp.py
+            "max-frames": 1_000_000,  # frames per message, checked before reading lengths
+            # Caps per listener (comm/limits.py): over them a connection is
+            # told BUSY and closed.  auto = 90% of the open-file soft limit.
+            "max-connections": "auto",
+            "max-pending-handshakes": 1024,
+            "max-pending-handshakes-per-peer": 256,
             "default-scheme": "tcp",
             "socket-backlog": 2048,
             "recent-messages-log-length": 0,

@@ -11,6 +11,8 @@ Their ``auth=AuthConfig`` runs the shared-secret handshake
 
 from __future__ import annotations
 
+import asyncio
+import random
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -22,13 +24,22 @@ from distributed.comm.addressing import (
     parse_address,
     unparse_address,
 )
-from distributed.comm.tcp import Comm, CommClosedError, FatalCommClosedError, Listener
+from distributed.comm.auth_io import handshake_timeout
+from distributed.comm.errors import (
+    AuthenticationError,
+    CommClosedError,
+    FatalCommClosedError,
+    ServerBusyError,
+)
+from distributed.comm.tcp import Comm, Listener
 
 __all__ = [
+    "AuthenticationError",
     "Comm",
     "CommClosedError",
     "FatalCommClosedError",
     "Listener",
+    "ServerBusyError",
     "connect",
     "get_address_host",
     "get_address_host_port",
@@ -75,12 +86,39 @@ async def connect(
     ``retry_refused``.  ``tls://`` needs ``ssl_context``; ``server_hostname``
     sets the TLS SNI name.  ``require_encryption`` refuses ``tcp://``.
     ``auth`` (an ``AuthConfig`` with a secret) authenticates both ends before
-    the comm is returned; a refusal raises ``AuthenticationError``.
+    the comm is returned; a refusal raises ``AuthenticationError``.  A
+    server that answers BUSY (``distributed.comm.limits``) is tried again
+    with jittered backoff until ``timeout``; a client without a secret only
+    learns it is BUSY from its first read (``ServerBusyError``).
 
     >>> comm = await connect("tls://127.0.0.1:8786", **sec.get_connection_args("client"))  # doctest: +SKIP
     """
     address = normalize_address(address)
     _check_extra(extra_conn_args)
+    if not address.startswith("tls://"):
+        _refuse_plaintext(address, require_encryption, "connecting to")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.01
+    while True:
+        try:
+            return await _connect_once(address, max(deadline - loop.time(), 0.001), deserialize,
+                                       max_message_size, retry_refused, ssl_context,
+                                       server_hostname, auth)
+        except ServerBusyError as e:
+            # Too many connections there right now: back off (jittered, so
+            # a crowd of clients does not come back in step) and try again.
+            pause = delay * random.uniform(0.5, 1.5)
+            if loop.time() + pause >= deadline:
+                raise ServerBusyError(f"{e} (gave up after {timeout} s)") from None
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, 1.0)
+
+
+async def _connect_once(address: str, timeout: float, deserialize: bool,
+                        max_message_size: int | None, retry_refused: bool,
+                        ssl_context: ssl.SSLContext | None, server_hostname: str | None,
+                        auth) -> Comm:
     if address.startswith("tls://"):
         from distributed.comm.tls import connect_tls
 
@@ -90,7 +128,6 @@ async def connect(
             server_hostname=server_hostname,
         )
     else:
-        _refuse_plaintext(address, require_encryption, "connecting to")
         comm = await tcp.connect(
             address, timeout=timeout, deserialize=deserialize,
             max_message_size=max_message_size, retry_refused=retry_refused,
@@ -98,7 +135,7 @@ async def connect(
     if auth is not None and auth.secret is not None:
         from distributed.comm.auth_io import authenticate_client
 
-        await authenticate_client(comm, auth)
+        await authenticate_client(comm, auth, timeout=min(timeout, handshake_timeout()))
     return comm
 
 
@@ -111,6 +148,7 @@ def listen(
     ssl_context: ssl.SSLContext | None = None,
     require_encryption: bool = False,
     auth=None,
+    limits=None,
 ) -> Listener:
     """Start listening on ``address`` (``tcp://`` or ``tls://``; port 0 picks a
     free port).  The listener's ``.address`` is the address actually bound.
@@ -120,27 +158,13 @@ def listen(
     >>> listener = listen("tls://127.0.0.1:0", handler, **sec.get_listen_args("scheduler"))  # doctest: +SKIP
     """
     address = normalize_address(address)
-    if auth is not None:
-        handler = _authenticated(handler, auth)
     if address.startswith("tls://"):
         from distributed.comm.tls import listen_tls
 
         listener = listen_tls(address, handler, ssl_context, deserialize=deserialize,
-                              max_message_size=max_message_size)
+                              max_message_size=max_message_size, auth=auth, limits=limits)
     else:
         _refuse_plaintext(address, require_encryption, "listening on")
         listener = tcp.listen(address, handler, deserialize=deserialize,
-                              max_message_size=max_message_size)
+                              max_message_size=max_message_size, auth=auth, limits=limits)
     return listener
-
-
-def _authenticated(handler: Callable[[Comm], Awaitable[None]], auth
-                   ) -> Callable[[Comm], Awaitable[None]]:
-    """``handler``, run only on comms that pass the server-side handshake."""
-    from distributed.comm.auth_io import authenticate_server
-
-    async def authenticated_handler(comm: Comm) -> None:
-        if await authenticate_server(comm, auth, comm.local_address):
-            await handler(comm)
-
-    return authenticated_handler

@@ -49,7 +49,7 @@ import struct
 from dataclasses import dataclass
 
 # Defined with the comm, which raises it too (a refusal met on a first read).
-from distributed.comm.tcp import AuthenticationError
+from distributed.comm.errors import AuthenticationError, ServerBusyError
 from distributed.protocol import ProtocolError
 
 __all__ = [
@@ -257,6 +257,9 @@ class ClientHandshake:
         if self._hello is None or self.done or self._expect_verdict:
             raise RuntimeError("receive_server_hello() out of order")
         hello = parse_server_hello(data)
+        if hello.status == Status.BUSY:
+            self.done = True
+            raise ServerBusyError(self._refusal(Status.BUSY))
         if hello.status != Status.OK:
             self.done = True
             raise AuthenticationError(self._refusal(hello.status), hello.status)
@@ -302,7 +305,8 @@ class ClientHandshake:
             return f"{self.peer} only accepts TLS: use a tls:// address and certificates"
         if status == Status.BAD_VERSION:
             return f"{self.peer} speaks another version of the dask handshake"
-        return f"{self.peer} is busy (too many connections); try again"
+        return (f"{self.peer} is busy (too many connections or pending handshakes: "
+                "distributed.comm.max-connections, max-pending-handshakes); try again")
 
 
 class ServerHandshake:

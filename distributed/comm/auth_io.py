@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
+from typing import Protocol
 
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 
 from distributed import config
 from distributed.comm.auth import (
@@ -38,16 +38,25 @@ from distributed.comm.auth import (
     Status,
 )
 from distributed.comm.auth_secret import AuthConfig
-from distributed.comm.tcp import Comm, CommClosedError
+from distributed.comm.errors import CommClosedError
+from distributed.comm.limits import warn_refused
 from distributed.protocol import ProtocolError
 
-__all__ = ["authenticate_client", "authenticate_server", "handshake_timeout"]
+
+class Comm(Protocol):
+    """What the handshake needs of a connection (``distributed.comm.tcp.Comm``,
+    which imports this module, has it)."""
+
+    stream: IOStream
+    peer_address: str
+
+    def abort(self) -> None: ...
+
+__all__ = ["authenticate_client", "authenticate_server", "handshake_timeout", "refuse"]
 
 logger = logging.getLogger(__name__)
 
-_WARN_INTERVAL = 10.0
 _DRAIN_LIMIT = 1 << 16
-_last_warning: dict[str, tuple[float, int]] = {}  # peer host -> (time, suppressed)
 
 
 def handshake_timeout() -> float:
@@ -59,17 +68,8 @@ def handshake_timeout() -> float:
     return config.get_timedelta("distributed.comm.timeouts.handshake")
 
 
-def _warn(local: str, peer: str, reason: str) -> None:
-    """One WARNING per peer host per interval; the others are counted."""
-    host = peer.rsplit(":", 1)[0]
-    now = time.monotonic()
-    last, suppressed = _last_warning.get(host, (-_WARN_INTERVAL, 0))
-    if now - last < _WARN_INTERVAL:
-        _last_warning[host] = (last, suppressed + 1)
-        return
-    extra = f" (+{suppressed} suppressed)" if suppressed else ""
-    logger.warning("%s: rejected %s: %s%s", local, peer, reason, extra)
-    _last_warning[host] = (now, 0)
+def _warn(local: str, peer: str, reason: str, counter: str = "auth-failed") -> None:
+    warn_refused(local, peer, reason, counter)
 
 
 async def authenticate_client(comm: Comm, auth: AuthConfig | None, timeout: float | None = None
@@ -137,14 +137,16 @@ async def _peek(sock: socket.socket, n: int) -> bytes:
         await asyncio.sleep(0.005)  # a partial hello: wait for the rest
 
 
-async def _refuse(comm: Comm, status: Status) -> None:
-    """Send the one status byte, FIN, discard (never decode) what the peer
-    had sent, close.  Draining first avoids a RST that would destroy the
-    status byte before the peer reads it."""
-    stream = comm.stream
+async def refuse(stream: IOStream, payload: bytes) -> None:
+    """Send ``payload`` (a status byte, or a BUSY ServerHello), FIN, discard
+    (never decode) what the peer had sent, close.  Draining first avoids a
+    RST that would destroy the payload before the peer reads it.
+
+    >>> await refuse(comm.stream, bytes([Status.AUTH_FAILED]))  # doctest: +SKIP
+    """
     try:
         async with asyncio.timeout(1.0):
-            await stream.write(bytes([status]))
+            await stream.write(payload)
             sock = stream.socket
             if sock is not None:
                 sock.shutdown(socket.SHUT_WR)
@@ -153,7 +155,8 @@ async def _refuse(comm: Comm, status: Status) -> None:
                 drained += len(await stream.read_bytes(4096, partial=True))
     except (TimeoutError, StreamClosedError, OSError):
         pass
-    comm.abort()
+    if not stream.closed():
+        stream.close()
 
 
 async def authenticate_server(comm: Comm, auth: AuthConfig | None, local: str = "",
@@ -186,8 +189,8 @@ async def authenticate_server(comm: Comm, auth: AuthConfig | None, local: str = 
             head = await stream.read_bytes(len(MAGIC))
             if head != MAGIC:
                 _warn(local, peer, "no authentication handshake (a client without the secret, "
-                      "or not a dask peer)")
-                await _refuse(comm, Status.AUTH_REQUIRED)
+                      "or not a dask peer)", "auth-required")
+                await refuse(stream, bytes([Status.AUTH_REQUIRED]))
                 return False
             reply = hs.receive_client_hello(head + await stream.read_bytes(
                 CLIENT_HELLO_SIZE - len(MAGIC)))
@@ -195,18 +198,20 @@ async def authenticate_server(comm: Comm, auth: AuthConfig | None, local: str = 
             if hs.expects_proof:
                 await stream.write(hs.receive_client_proof(await stream.read_bytes(PROOF_SIZE)))
     except ProtocolError as e:
-        _warn(local, peer, str(e))
+        _warn(local, peer, str(e), "protocol")
         comm.abort()
         return False
     except TimeoutError:
-        _warn(local, peer, f"authentication handshake timed out after {timeout} s")
+        _warn(local, peer, f"authentication handshake timed out after {timeout} s",
+              "handshake-timeout")
         comm.abort()
         return False
     except (StreamClosedError, OSError):
         comm.abort()
         return False
     if hs.failed is not None:
-        _warn(local, peer, f"authentication failed ({hs.failed.name})")
+        _warn(local, peer, f"authentication failed ({hs.failed.name})",
+              hs.failed.name.lower().replace("_", "-"))
         comm.abort()
         return False
     return True

@@ -32,7 +32,17 @@ from tornado.netutil import bind_sockets
 from tornado.tcpclient import TCPClient
 from tornado.tcpserver import TCPServer
 
+from distributed import config
 from distributed.comm.addressing import get_address_host_port, normalize_address
+from distributed.comm.auth import MAGIC, Mode, Status, pack_server_hello
+from distributed.comm.auth_io import authenticate_server, refuse
+from distributed.comm.errors import (
+    AuthenticationError,
+    CommClosedError,
+    FatalCommClosedError,
+    ServerBusyError,
+)
+from distributed.comm.limits import Admission, Limits, warn_refused
 from distributed.protocol import ProtocolError, buffers, decode_message, encode_message
 from distributed.protocol.frames import (
     MAX_FRAMES,
@@ -42,7 +52,15 @@ from distributed.protocol.frames import (
     parse_frame_lengths,
 )
 
-__all__ = ["Comm", "CommClosedError", "FatalCommClosedError", "Listener", "connect", "listen"]
+__all__ = [
+    "Comm",
+    "CommClosedError",
+    "FatalCommClosedError",
+    "Listener",
+    "ServerBusyError",
+    "connect",
+    "listen",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +76,6 @@ def configured_max_message_size() -> int:
     >>> configured_max_message_size() > 0
     True
     """
-    from distributed import config
-
     value = config.get("distributed.comm.max-message-size")
     if isinstance(value, str) and value.strip().lower() == "auto":
         return _memory_size() // 2
@@ -70,6 +86,20 @@ def configured_max_message_size() -> int:
             f"'4GiB', not {value!r}"
         )
     return limit
+
+
+def configured_max_frames() -> int:
+    """``distributed.comm.max-frames``: most frames one message may announce,
+    checked before the table of frame lengths is read.
+
+    >>> configured_max_frames() <= MAX_FRAMES
+    True
+    """
+    value = config.get("distributed.comm.max-frames")
+    if type(value) is not int or not 0 < value <= MAX_FRAMES:
+        raise ValueError(f"distributed.comm.max-frames must be an integer from 1 to "
+                         f"{MAX_FRAMES}, not {value!r}")
+    return value
 
 
 _memory: int | None = None
@@ -98,26 +128,6 @@ def _tornado_buffer_limit(max_message_size: int) -> int:
     through Tornado's own buffer), plus room for the 64 KiB chunks it reads
     ahead."""
     return max(max_message_size, 8 * (MAX_FRAMES + 1)) + 2**20
-
-
-class CommClosedError(IOError):
-    """The connection is closed; the message could not be read or written."""
-
-
-class FatalCommClosedError(CommClosedError):
-    """The connection failed in a way retrying cannot fix (a certificate
-    refused, the wrong transport for the peer): callers must not retry."""
-
-
-class AuthenticationError(FatalCommClosedError):
-    """The peer refused us, or we refused it; retrying will not help.
-
-    ``status`` is the ``distributed.comm.auth.Status`` that ended the handshake.
-    """
-
-    def __init__(self, message: str, status: int = 2):
-        super().__init__(message)
-        self.status = status
 
 
 #: The one status byte a server requiring authentication sends a client that
@@ -163,6 +173,7 @@ class Comm:
         if max_message_size is None:
             max_message_size = configured_max_message_size()
         self.max_message_size = max_message_size
+        self.max_frames = configured_max_frames()
         self.name: str | None = None
         stream.set_nodelay(True)
 
@@ -195,7 +206,7 @@ class Comm:
         header = b""
         try:
             header = await stream.read_bytes(8)
-            n = parse_frame_count(header)
+            n = parse_frame_count(header, self.max_frames)
             lengths, as_bytes = parse_frame_lengths(
                 await stream.read_bytes(8 * n), n, self.max_message_size, self.peer_address,
                 self.local_address,
@@ -223,12 +234,26 @@ class Comm:
             self.abort()
             if _looks_like_tls(header):
                 self._raise_tls_peer()
+            if not self.accepted and header[:4] == MAGIC:
+                self._raise_server_hello(header)
             raise
         try:
             return decode_message(frames, self.deserialize)
         except ProtocolError:
             self.abort()
             raise
+
+    def _raise_server_hello(self, header: bytes) -> None:
+        """The server answered our first request with a ServerHello: it
+        refused the connection before reading anything (an error path only)."""
+        status = header[5]
+        if status == Status.BUSY:
+            raise ServerBusyError(
+                f"the server at {self.peer_address} is busy (too many connections: "
+                "distributed.comm.max-connections); nothing was processed, try again")
+        raise AuthenticationError(
+            f"the server at {self.peer_address} refused the connection (handshake status "
+            f"{status}): check its authentication settings", status)
 
     def _raise_tls_peer(self) -> None:
         """TLS bytes arrived on a plaintext connection (an error path only)."""
@@ -421,10 +446,21 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError()
 
 
+#: What a connection over a cap is told before it is closed: a ServerHello
+#: with status BUSY, which a client with a secret reads in its handshake and
+#: a client without one recognises in place of its first reply.
+_BUSY_HELLO = pack_server_hello(Status.BUSY, Mode.NONE, nonce=bytes(32))
+
+
 class Listener(TCPServer):
     """Accepts connections and hands each new ``Comm`` to ``handler``.
 
     ``max_message_size`` defaults to ``distributed.comm.max-message-size``.
+    ``auth`` (an ``AuthConfig``) runs the authentication handshake
+    (``distributed.comm.auth_io``) before ``handler`` sees a connection.
+    ``limits`` caps open connections and pending handshakes (by default from
+    ``distributed.comm.*``, see ``distributed.comm.limits``); a connection
+    over a cap is told BUSY and closed.
     ``async with listen(...) as listener:`` stops it on exit.
     """
 
@@ -435,6 +471,8 @@ class Listener(TCPServer):
         handler: Callable[[Comm], Awaitable[None]],
         deserialize: bool = True,
         max_message_size: int | None = None,
+        auth=None,
+        limits: Limits | None = None,
     ):
         if max_message_size is None:
             max_message_size = configured_max_message_size()
@@ -442,14 +480,16 @@ class Listener(TCPServer):
         self.handler = handler
         self.deserialize = deserialize
         self.max_message_size = max_message_size
+        self.auth = auth
+        self.admission = Admission(limits)
         self.address: str | None = None
-        self._handler_tasks: set = set()
 
     def start_listening(self, host: str, port: int) -> str:
         sockets = bind_sockets(
             port,
             address=host,
             family=socket.AF_INET if host and ":" not in host else socket.AF_UNSPEC,
+            backlog=config.get("distributed.comm.socket-backlog"),
         )
         self.add_sockets(sockets)
         bound_host, bound_port = sockets[0].getsockname()[:2]
@@ -468,15 +508,47 @@ class Listener(TCPServer):
         self.stop()
 
     async def handle_stream(self, stream: IOStream, address) -> None:
-        comm = Comm(
-            stream,
-            self.address or "",
-            f"tcp://{address[0]}:{address[1]}",
-            deserialize=self.deserialize,
-            max_message_size=self.max_message_size,
-        )
-        comm.accepted = True
-        await self._serve(comm)
+        host = address[0]
+        peer = f"{self.scheme}://{host}:{address[1]}"
+        if not self.admission.open(host):
+            warn_refused(self.address or "", peer,
+                         "busy: too many connections (distributed.comm.max-connections)", "busy")
+            await self._refuse_busy(stream)
+            return
+        try:
+            comm = await self._handshake(stream, peer, host)
+            if comm is not None:
+                comm.accepted = True
+                await self._serve(comm)
+        finally:
+            self.admission.close(host)
+
+    async def _handshake(self, stream: IOStream, peer: str, host: str) -> Comm | None:
+        """The new connection's ``Comm`` once it passed authentication (None:
+        it was refused and closed)."""
+        comm = self._comm(stream, peer)
+        auth = self.auth
+        if auth is None:
+            return comm
+        if auth.secret is None:  # only a peek for a client's hello: nothing pending
+            return comm if await authenticate_server(comm, auth, self.address or "") else None
+        if not self.admission.begin_handshake(host):
+            warn_refused(self.address or "", peer, "busy: too many pending handshakes "
+                         "(distributed.comm.max-pending-handshakes)", "busy")
+            await self._refuse_busy(stream)
+            return None
+        try:
+            ok = await authenticate_server(comm, auth, self.address or "")
+        finally:
+            self.admission.end_handshake(host)
+        return comm if ok else None
+
+    def _comm(self, stream: IOStream, peer: str) -> Comm:
+        return Comm(stream, self.address or "", peer, deserialize=self.deserialize,
+                    max_message_size=self.max_message_size)
+
+    async def _refuse_busy(self, stream: IOStream) -> None:
+        await refuse(stream, _BUSY_HELLO)
 
     async def _serve(self, comm: Comm) -> None:
         try:
@@ -496,14 +568,16 @@ def listen(
     handler: Callable[[Comm], Awaitable[None]],
     deserialize: bool = True,
     max_message_size: int | None = None,
+    auth=None,
+    limits: Limits | None = None,
 ) -> Listener:
     """Start listening on ``address`` (port 0 picks a free port).
 
     The returned listener's ``.address`` is the address actually bound.
+    ``auth`` and ``limits`` are those of ``Listener``.
     """
     host, port = get_address_host_port(normalize_address(address))
-    listener = Listener(
-        handler, deserialize=deserialize, max_message_size=max_message_size
-    )
+    listener = Listener(handler, deserialize=deserialize, max_message_size=max_message_size,
+                        auth=auth, limits=limits)
     listener.start_listening(host, port)
     return listener

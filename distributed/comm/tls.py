@@ -10,7 +10,7 @@ What this does better than upstream dask.distributed:
 - **Handshake deadline.**  Upstream's listener awaits the TLS handshake with
   no timeout, so a peer that connects and stays silent holds a coroutine and
   a socket until TCP keepalive gives up.  Here the listener gives each new
-  connection ``distributed.comm.timeouts.connect`` to send its first byte
+  connection ``distributed.comm.timeouts.handshake`` to send its first byte
   and finish the handshake, then closes it.
 - **Scheme mismatch is named, both ways, at once.**  The listener peeks at
   the first byte: a TLS handshake record (0x16) starts TLS; anything else (a
@@ -42,6 +42,9 @@ from collections.abc import Awaitable, Callable
 from tornado.iostream import IOStream, StreamClosedError
 
 from distributed.comm.addressing import normalize_address
+from distributed.comm.auth_io import authenticate_server
+from distributed.comm.errors import ServerBusyError
+from distributed.comm.limits import Limits, warn_refused
 from distributed.comm.tcp import (
     Comm,
     CommClosedError,
@@ -62,12 +65,16 @@ _READY = b"\x01"
 #: whole "frame count" and recognises a TLS record in it.
 _PLAINTEXT_REFUSAL = b"\x15\x03\x03\x00\x02\x02\x46" * 2
 _TLS_HANDSHAKE_RECORD = 0x16
+#: A fatal TLS alert, internal_error (80), written in plaintext to a client
+#: over a connection cap: its handshake fails with TLSV1_ALERT_INTERNAL_ERROR,
+#: which ``connect_tls`` retries as BUSY.
+_BUSY_ALERT = b"\x15\x03\x03\x00\x02\x02\x50"
 
 
 def _handshake_timeout() -> float:
     from distributed import config
 
-    return config.get_timedelta("distributed.comm.timeouts.connect")
+    return config.get_timedelta("distributed.comm.timeouts.handshake")
 
 
 class TLSComm(Comm):
@@ -138,6 +145,10 @@ async def connect_tls(
         ) from None
     except (ssl.SSLError, StreamClosedError, OSError) as e:
         _close(stream)
+        if getattr(e, "reason", None) == "TLSV1_ALERT_INTERNAL_ERROR":
+            raise ServerBusyError(
+                f"the server at {address} is busy (too many connections or pending "
+                "handshakes); try again") from None
         raise _handshake_error(address, e) from None
     if ready != _READY:
         _close(stream)
@@ -177,9 +188,11 @@ def _handshake_error(address: str, e: BaseException) -> FatalCommClosedError:
 class TLSListener(Listener):
     """Accepts TLS connections; a failed handshake is logged and dropped.
 
-    The server socket is plain: each accepted connection first has
-    ``distributed.comm.timeouts.connect`` to show a TLS record, then to
-    finish the handshake (see the module docstring).
+    The server socket is plain: each accepted connection has
+    ``distributed.comm.timeouts.handshake`` to show a TLS record and finish
+    the TLS handshake and, with ``auth``, the authentication handshake (see
+    the module docstring).  Every such connection counts as a pending
+    handshake (``distributed.comm.limits``).
     """
 
     scheme = "tls"
@@ -190,13 +203,34 @@ class TLSListener(Listener):
         ssl_context: ssl.SSLContext,
         deserialize: bool = True,
         max_message_size: int | None = None,
+        auth=None,
+        limits: Limits | None = None,
     ):
-        super().__init__(handler, deserialize=deserialize, max_message_size=max_message_size)
+        super().__init__(handler, deserialize=deserialize, max_message_size=max_message_size,
+                         auth=auth, limits=limits)
         self.ssl_context = _check_context(ssl_context, "tls://", "listening on")
         self.handshake_timeout = _handshake_timeout()
 
-    async def handle_stream(self, stream: IOStream, address) -> None:
-        peer = f"tls://{address[0]}:{address[1]}"
+    async def _handshake(self, stream: IOStream, peer: str, host: str) -> Comm | None:
+        if not self.admission.begin_handshake(host):
+            warn_refused(self.address or "", peer, "busy: too many pending handshakes "
+                         "(distributed.comm.max-pending-handshakes)", "busy")
+            await self._refuse_busy(stream)
+            return None
+        try:
+            stream = await self._start_tls(stream, peer)
+            if stream is None:
+                return None
+            comm = self._comm(stream, peer)
+            if self.auth is not None and self.auth.secret is not None \
+                    and not await authenticate_server(comm, self.auth, self.address or ""):
+                return None
+            return comm
+        finally:
+            self.admission.end_handshake(host)
+
+    async def _start_tls(self, stream: IOStream, peer: str) -> IOStream | None:
+        """The TLS stream once the peer's certificate is accepted (None: closed)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.handshake_timeout
         sock = stream.socket
@@ -213,7 +247,7 @@ class TLSListener(Listener):
                     except OSError:
                         pass
                 _close(stream)
-                return
+                return None
             stream = await asyncio.wait_for(
                 stream.start_tls(True, ssl_options=self.ssl_context),
                 max(deadline - loop.time(), 0.001),
@@ -223,21 +257,26 @@ class TLSListener(Listener):
             logger.warning("%s: TLS handshake with %s timed out after %s s; closed",
                            self.address, peer, self.handshake_timeout)
             _close(stream)
-            return
+            return None
         except (ssl.SSLError, StreamClosedError, OSError) as e:
             real = getattr(e, "real_error", None) or e
             logger.warning("%s: TLS handshake failed with %s: %s", self.address, peer, real)
             _close(stream)
-            return
-        comm = TLSComm(
-            stream,
-            self.address or "",
-            peer,
-            deserialize=self.deserialize,
-            max_message_size=self.max_message_size,
-        )
-        comm.accepted = True
-        await self._serve(comm)
+            return None
+        return stream
+
+    def _comm(self, stream: IOStream, peer: str) -> TLSComm:
+        return TLSComm(stream, self.address or "", peer, deserialize=self.deserialize,
+                       max_message_size=self.max_message_size)
+
+    async def _refuse_busy(self, stream: IOStream) -> None:
+        # Before TLS starts: a plaintext TLS alert the client's handshake
+        # reports, and ``connect_tls`` turns into a retryable ServerBusyError.
+        try:
+            await asyncio.wait_for(stream.write(_BUSY_ALERT), 1.0)
+        except (asyncio.TimeoutError, StreamClosedError, OSError):
+            pass
+        _close(stream)
 
 
 def _close(stream: IOStream) -> None:
@@ -270,6 +309,8 @@ def listen_tls(
     ssl_context: ssl.SSLContext,
     deserialize: bool = True,
     max_message_size: int | None = None,
+    auth=None,
+    limits: Limits | None = None,
 ) -> TLSListener:
     """Start a TLS listener on ``address`` (``tls://host:port``; port 0 picks one).
 
@@ -279,6 +320,6 @@ def listen_tls(
 
     host, port = get_address_host_port(normalize_address(address))
     listener = TLSListener(handler, ssl_context, deserialize=deserialize,
-                           max_message_size=max_message_size)
+                           max_message_size=max_message_size, auth=auth, limits=limits)
     listener.start_listening(host, port)
     return listener

@@ -231,7 +231,9 @@ class Scheduler(Server, SchedulerPluginsMixin):
         self.listener = None
         self._loop = self.loop
         from distributed.comm import listen
+        from distributed.comm.limits import raise_fd_limit
 
+        raise_fd_limit()  # one socket per worker and client, as upstream's scheduler does
         scheme = self.listen_scheme(self._host, self._protocol)
         host = self._host.split("://", 1)[-1]
         self._apply_auth_policy(f"{scheme}://{host}:{self._port}")  # may generate a secret
@@ -239,10 +241,10 @@ class Scheduler(Server, SchedulerPluginsMixin):
                                deserialize=False, **self.listen_args)  # limit: distributed.comm.max-message-size
         self.status = Status.running
         self._start_plugins()
-        ttl = self.worker_ttl
-        if ttl:
         if "stealing" in self.extensions:
             self.start_periodic_callback("stealing", self._balance, self._stealing_interval)
+        ttl = self.worker_ttl
+        if ttl:
             self.start_periodic_callback("worker-ttl", self._check_worker_ttl, min(max(ttl / 10, 0.05), 10))
         if self.scheduler_file:
             info = self.identity()
@@ -362,9 +364,9 @@ class Scheduler(Server, SchedulerPluginsMixin):
         logger.info("Register worker %s (%s threads)", address, nthreads)
         self.send_all(cmsgs, wmsgs)
         self._note_worker_added(address, nanny)
+        self._balance()  # a worker that joins gets queued work at once
         try:
             await self.handle_stream(comm, extra={"worker": address})
-        self._balance()  # a worker that joins gets queued work at once
         finally:
             if self.worker_streams.get(address) is stream:
                 if address in self._restarting:
@@ -453,8 +455,6 @@ class Scheduler(Server, SchedulerPluginsMixin):
                     pass
             self.spawn(self._remove_worker(address, safe=False, reason=reason))
 
-    def _task_finished(self, key=None, worker=None, nbytes=-1, type=None, duration=None, **kwargs):
-        self.send_all(*self.state.handle_task_finished(key, worker, nbytes, type, duration))
     def _balance(self) -> None:
         """One work-stealing pass: send the steal requests it decides."""
         stealing = self.extensions.get("stealing")
@@ -476,6 +476,8 @@ class Scheduler(Server, SchedulerPluginsMixin):
             for event in stealing.take_events():
                 self.log_event("stealing", event)
 
+    def _task_finished(self, key=None, worker=None, nbytes=-1, type=None, duration=None, **kwargs):
+        self.send_all(*self.state.handle_task_finished(key, worker, nbytes, type, duration))
 
     def _task_erred(self, key=None, worker=None, exception=None, traceback=None,
                     exception_text="", traceback_text="", **kwargs):

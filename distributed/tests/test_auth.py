@@ -153,7 +153,7 @@ async def test_comm_client_secret_meets_server_without_one():
 async def test_comm_wrong_or_missing_secret_refused():
     listener, served = await _echo_listener(AuthConfig(SECRET))
     async with listener:
-        with captured_logger("distributed.comm.auth_io") as log:
+        with captured_logger("distributed.comm.limits") as log:
             with pytest.raises(AuthenticationError, match="did not accept|could not prove"):
                 await connect(listener.address, auth=AuthConfig(OTHER))
             # No secret at all: the first read names the fix.

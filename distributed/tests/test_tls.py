@@ -177,7 +177,7 @@ async def test_plaintext_server_names_a_tls_peer():
 @gen_test()
 async def test_tls_handshake_deadline_with_silent_peer():
     sec = tls_security()
-    with config.set({"distributed.comm.timeouts.connect": "0.5s"}):
+    with config.set({"distributed.comm.timeouts.handshake": "0.5s"}):
         listener = listen("tls://127.0.0.1:0", _echo, **sec.get_listen_args("scheduler"))
     async with listener:
         host, port = listener.address[len("tls://"):].rsplit(":", 1)
