@@ -155,7 +155,7 @@ TABLE: dict[str, dict[str, str]] = {
     "distributed.worker_state_machine": _at("distributed.worker.state", "TaskState", "WorkerState"),
     "distributed.nanny": {"Nanny": "distributed.nanny:Nanny"},
     "distributed.spill": {"SpillBuffer": "distributed.spill:SpillBuffer"},
-    "distributed.stealing": {"WorkStealing": DEPLOY},
+    "distributed.stealing": {"WorkStealing": "distributed.scheduler.stealing:WorkStealing"},
     # ------------------------------------------------------------------
     # Communication
     # ------------------------------------------------------------------
