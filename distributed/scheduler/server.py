@@ -44,6 +44,18 @@ def _config_int(key: str, override=None) -> int:
                          f"(config key {key!r})") from None
 
 
+def _format_link(host: str, port: int) -> str:
+    """``distributed.dashboard.link`` filled in (environment variables expand).
+
+    >>> _format_link("127.0.0.1", 8787)
+    'http://127.0.0.1:8787/status'
+    """
+    template = config.get("distributed.dashboard.link", "{scheme}://{host}:{port}/status")
+    if ":" in host:
+        host = f"[{host}]"
+    return os.path.expandvars(template).format(scheme="http", host=host, port=port, **os.environ)
+
+
 class _Started:
     """What ``Scheduler.start()`` returns: the scheduler listens already,
     and awaiting this (old and new code both do) gives the scheduler."""
@@ -78,7 +90,7 @@ class Scheduler(Server, SchedulerPluginsMixin):
         worker_ttl: float | str | None = None,
         scheduler_file: str | None = None,
         dashboard_address: str | None = None,
-        dashboard: bool = False,
+        dashboard: bool | None = None,
         interface: str | None = None,
         extensions: dict | None = None,
         plugins=None,
@@ -102,6 +114,9 @@ class Scheduler(Server, SchedulerPluginsMixin):
         self.worker_ttl = config.get_timedelta("distributed.scheduler.worker-ttl", worker_ttl)
         self.scheduler_file = scheduler_file
         self.dashboard_address = dashboard_address
+        self._dashboard = dashboard
+        self.http_server = None  # distributed.http.scheduler.SchedulerHTTP, when serving
+        self.worker_services: dict[str, dict] = {}  # worker -> {"dashboard": port}, as they register
         self.worker_streams: dict[str, BatchedSend] = {}
         self.client_streams: dict[str, BatchedSend] = {}
         self.datasets: dict[str, dict] = {}
@@ -130,6 +145,8 @@ class Scheduler(Server, SchedulerPluginsMixin):
             "replicate": self.replicate,
             "rebalance": self.rebalance,
             "retire_workers": self.retire_workers,
+            "adaptive_target": self.adaptive_target,
+            "workers_to_close": self.workers_to_close,
             "restart": self.restart,
             "publish_put": self.publish_put,
             "publish_get": self.publish_get,
@@ -240,6 +257,7 @@ class Scheduler(Server, SchedulerPluginsMixin):
         self.listener = listen(f"{scheme}://{host}:{self._port}", self.handle_comm,
                                deserialize=False, **self.listen_args)  # limit: distributed.comm.max-message-size
         self.status = Status.running
+        self._start_http_server()
         self._start_plugins()
         if "stealing" in self.extensions:
             self.start_periodic_callback("stealing", self._balance, self._stealing_interval)
@@ -262,6 +280,30 @@ class Scheduler(Server, SchedulerPluginsMixin):
     def __await__(self):
         self.start()
         return _Started(self).__await__()
+
+    def _start_http_server(self) -> None:
+        """Serve the dashboard when asked (``dashboard_address`` or
+        ``dashboard=True``); ``dashboard=False`` with an address serves only
+        the machine-readable routes (``/health``, ``/metrics``, JSON)."""
+        if self.dashboard_address is None and not self._dashboard:
+            return
+        from distributed.http.scheduler import SchedulerHTTP
+
+        host = self._host.split("://", 1)[-1] or "127.0.0.1"
+        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        http = SchedulerHTTP(self, pages=self._dashboard is not False)
+        http.start(self.dashboard_address if self.dashboard_address is not None else ":8787", host)
+        self.http_server = http
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard's ``/status`` URL (``distributed.dashboard.link``), None without one."""
+        if self.http_server is None or self.http_server.port is None:
+            return None
+        host = self.http_server.http.host
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1" if host != "::" else "::1"
+        return _format_link(host, self.http_server.port)
 
     async def __aenter__(self):
         await self.start()  # also waits for preloads and plugins' start hooks
@@ -297,6 +339,8 @@ class Scheduler(Server, SchedulerPluginsMixin):
         await asyncio.gather(*(s.close(timeout=1) for s in streams), return_exceptions=True)
         await close_extensions(self.extensions)
         await self._close_plugins("close")
+        if self.http_server is not None:
+            await self.http_server.close()
         await self.close_server()
         if self.scheduler_file and os.path.exists(self.scheduler_file):
             try:
@@ -361,6 +405,7 @@ class Scheduler(Server, SchedulerPluginsMixin):
         stream = BatchedSend(name=f"scheduler->{address}")
         stream.start(comm)
         self.worker_streams[address] = stream
+        self.worker_services[address] = dict(kwargs.get("services") or {})
         logger.info("Register worker %s (%s threads)", address, nthreads)
         self.send_all(cmsgs, wmsgs)
         self._note_worker_added(address, nanny)
@@ -418,6 +463,7 @@ class Scheduler(Server, SchedulerPluginsMixin):
     def _forget_worker(self, address: str, safe: bool, reason: str | None = None) -> BatchedSend | None:
         """Remove a worker from the state at once; returns its stream."""
         stream = self.worker_streams.pop(address, None)
+        self.worker_services.pop(address, None)
         self._exit_reasons.pop(address, None)
         culprits = self._exit_culprits.pop(address, None)
         if address not in self.state.workers:
@@ -602,12 +648,13 @@ class Scheduler(Server, SchedulerPluginsMixin):
             "type": "Scheduler",
             "id": self.id,
             "address": self.address,
-            "services": {},
+            "services": {"dashboard": self.http_server.port} if self.http_server is not None else {},
             "started": self.start_time,
             "n_workers": len(self.state.workers),
             "total_threads": sum(w.nthreads for w in self.state.workers.values()),
             "total_memory": sum(w.memory_limit for w in self.state.workers.values()),
-            "workers": {addr: ws.identity() for addr, ws in self.state.workers.items()},
+            "workers": {addr: {**ws.identity(), "services": self.worker_services.get(addr, {})}
+                        for addr, ws in self.state.workers.items()},
         }
 
     def get_who_has(self, comm=None, keys=None, **kwargs) -> dict:
@@ -781,8 +828,12 @@ class Scheduler(Server, SchedulerPluginsMixin):
                 continue
             got = [k for k in wh if k not in result.get("keys", {})]
             self.send_all(*self.state.handle_add_keys(addr, got))
+            # Drop a sender's copy only of what its receiver holds now (it may have died meanwhile).
+            receiver = self.state.workers.get(addr)
             for k in got:
-                moved_from.setdefault(wh[k][0], []).append(k)
+                ts = self.state.tasks.get(k)
+                if receiver is not None and ts is not None and receiver in ts.who_has:
+                    moved_from.setdefault(wh[k][0], []).append(k)
         for sender, ks in moved_from.items():
             for k in ks:
                 self.send_all(*self.state.handle_release_worker_data(k, sender))
@@ -793,15 +844,35 @@ class Scheduler(Server, SchedulerPluginsMixin):
         return {"status": "OK", "moved": sum(len(v) for v in moved_from.values())}
 
     async def retire_workers(self, comm=None, workers=None, close_workers: bool = True,
-                             remove: bool = True, **kwargs) -> dict:
-        """Move the unique data of ``workers`` elsewhere, then close them.
+                             remove: bool = True, names=None, n: int | None = None,
+                             timeout: float | str | None = None, **kwargs) -> dict:
+        """Move the unique data of ``workers`` (addresses, or ``names``, or the
+        ``n`` cheapest: ``workers_to_close``) elsewhere, then close them;
+        returns ``{address: identity}`` of those retired.
+
+        A key is never lost to the move: a recipient that dies during it is
+        replaced by another until every key the retiring workers hold lives
+        elsewhere too, for up to ``timeout`` (default 60 s).  A worker whose
+        data could not all move stays (running again, logged) rather than
+        take keys with it.
 
         A worker where actors live is not retired: an actor cannot move, so
         this raises ``ValueError`` naming them and changes nothing.  Release
         the actors first (drop their futures), or close the worker, which
         ends them (calls on them then raise "Worker holding Actor was lost").
         """
-        addresses = self._resolve_workers(workers) if workers is not None else []
+        from distributed.scheduler.retire import move_unique_data
+
+        if names is not None:
+            # Adaptive and clusters name workers that may have gone meanwhile.
+            wanted = [names] if isinstance(names, (str, int)) else list(names)
+            addresses = [a for a in (self.state.aliases.get(nm) for nm in wanted) if a in self.state.workers]
+        elif workers is not None:
+            addresses = self._resolve_workers(workers)
+        elif n is not None:
+            addresses = self.workers_to_close(n=n)
+        else:
+            addresses = []
         remaining = [a for a in self.state.workers if a not in addresses]
         if addresses and not remaining:
             raise ValueError("cannot retire every worker: the data would have nowhere to go")
@@ -809,20 +880,48 @@ class Scheduler(Server, SchedulerPluginsMixin):
         if holding:
             raise ValueError(f"cannot retire workers where actors live (an actor cannot move): {holding}; "
                              "release those actors first, or close the workers, which ends them")
+        for addr in addresses:
+            self.state.workers[addr].status = "closing_gracefully"  # no new work
+            self.state.idle.pop(addr, None)
+        timeout = config.parse_timedelta(timeout) if timeout is not None else 60.0
+        stuck = await move_unique_data(self, addresses, timeout)
         retired = {}
         for addr in addresses:
             ws = self.state.workers.get(addr)
             if ws is None:
+                continue  # it died meanwhile: removed already
+            if stuck.get(addr):
+                logger.warning("retire_workers: %s keeps running: %d keys could not move (%s ...)",
+                               addr, len(stuck[addr]), stuck[addr][:3])
+                ws.status = "running"
+                self.state._check_idle(ws)
                 continue
-            ws.status = "closing_gracefully"
-            self.state.idle.pop(addr, None)
-            unique = [ts.key for ts in ws.has_what if len(ts.who_has) == 1]
-            if unique:
-                await self.replicate(keys=unique, n=1, workers=remaining)
             retired[addr] = ws.identity()
             if close_workers or remove:
                 await self._remove_worker(addr, safe=True)
         return retired
+
+    def adaptive_target(self, comm=None, target_duration=None, **kwargs) -> int:
+        """How many workers would finish the work in sight within
+        ``target_duration`` (default ``distributed.adaptive.target-duration``);
+        ``Adaptive`` scales to this (``scheduler/scaling.py``)."""
+        from distributed.scheduler.scaling import adaptive_target
+
+        target_duration = config.parse_timedelta(
+            target_duration if target_duration is not None else config.get("distributed.adaptive.target-duration"))
+        return adaptive_target(self.state, target_duration)
+
+    def workers_to_close(self, comm=None, n: int | None = None, target: int | None = None,
+                         memory_ratio: float | None = None, key=None, minimum: int | None = None,
+                         attribute: str = "address", **kwargs) -> list:
+        """Idle workers that can close without harm, cheapest first
+        (``scheduler/scaling.py``); ``key(ws)`` groups workers that go together."""
+        from distributed.scheduler.scaling import workers_to_close
+
+        if isinstance(key, Serialized):
+            key = key.deserialize()
+        return workers_to_close(self.state, n=n, target=target, memory_ratio=memory_ratio, key=key,
+                                minimum=minimum, attribute=attribute)
 
     def restart(self, comm=None, client=None, timeout: float = 30, wait_for_workers: bool = True,
                 **kwargs):

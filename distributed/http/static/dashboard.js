@@ -1,0 +1,279 @@
+// dashboard.js: draws the dashboard pages from /api/v1/* and the event stream.
+//
+// One EventSource per tab on /api/v1/stream; each "snapshot" event carries the
+// whole picture (cluster totals, per-prefix counts, workers, new task-stream
+// records), so a tab never polls.  Every string from the cluster (keys, prefix
+// and worker names) reaches the page through textContent or setAttribute only,
+// never innerHTML: a key such as <img src=x onerror=...> shows as text.
+// Every chart has a table twin under it (for screen readers, tests and copy).
+"use strict";
+(function () {
+  const SVG = "http://www.w3.org/2000/svg";
+  const page = document.body.dataset.page || "status";
+  const main = document.getElementById("main");
+  const conn = document.getElementById("connection");
+  const banner = document.getElementById("banner");
+  const STREAM_KEEP = page === "tasks" ? 20000 : 5000;
+  const STREAM_DRAW = page === "tasks" ? 5000 : 1000;
+
+  // ---- small DOM helpers ------------------------------------------------
+  function el(tag, attrs, text) {
+    const e = document.createElement(tag);
+    for (const k in attrs || {}) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = String(text);
+    return e;
+  }
+  function svgEl(tag, attrs, text) {
+    const e = document.createElementNS(SVG, tag);
+    for (const k in attrs || {}) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = String(text);
+    return e;
+  }
+  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+  function fmtBytes(n) {
+    if (!n) return "0 B";
+    const u = ["B", "kiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (Math.abs(n) >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+    return n.toFixed(i ? 1 : 0) + " " + u[i];
+  }
+  function hue(name) {
+    let h = 0;
+    for (let i = 0; i < name.length; i++) h = (h * 31 + name.charCodeAt(i)) % 360;
+    return "hsl(" + h + ",60%,55%)";
+  }
+  // A table whose rows are arrays of cell values (numbers right-aligned).
+  function fillTable(tableEl, headers, rows) {
+    clear(tableEl);
+    const thead = el("thead"), tr = el("tr");
+    headers.forEach(h => tr.appendChild(el("th", {}, h)));
+    thead.appendChild(tr);
+    const tbody = el("tbody");
+    rows.forEach(r => {
+      const row = el("tr");
+      r.forEach(c => row.appendChild(el("td", typeof c === "number" ? { class: "n" } : {}, c)));
+      tbody.appendChild(row);
+    });
+    tableEl.appendChild(thead);
+    tableEl.appendChild(tbody);
+  }
+  function panel(id, title, wide) {
+    const s = el("section", { id: id, class: wide ? "wide" : "" });
+    s.appendChild(el("h2", {}, title));
+    const chart = svgEl("svg", { role: "img", "aria-label": title });
+    const details = el("details", page.startsWith("individual-") ? {} : { open: "" });
+    details.appendChild(el("summary", {}, "table"));
+    const table = el("table", { id: id + "-table" });
+    details.appendChild(table);
+    s.appendChild(chart);
+    s.appendChild(details);
+    main.appendChild(s);
+    return { chart: chart, table: table, section: s };
+  }
+  function bar(svg, y, h, width, parts, label) {
+    // parts: [[fraction, color], ...] laid left to right on a grey track.
+    svg.appendChild(svgEl("rect", { x: 0, y: y, width: width, height: h, fill: "var(--rel)" }));
+    let x = 0;
+    parts.forEach(p => {
+      const w = Math.max(0, Math.min(1, p[0])) * width;
+      if (w > 0) svg.appendChild(svgEl("rect", { x: x, y: y, width: w, height: h, fill: p[1] }));
+      x += w;
+    });
+    if (label !== undefined) svg.appendChild(svgEl("text", { x: 4, y: y + h - 4, class: "label" }, label));
+  }
+
+  // ---- panels ------------------------------------------------------------
+  const W = 600;
+  const panels = {
+    "cluster-memory": {
+      title: "Cluster memory",
+      draw(p, s) {
+        const c = s.cluster, limit = c.memory_limit || Math.max(c.memory_process, 1);
+        clear(p.chart); p.chart.setAttribute("viewBox", "0 0 " + W + " 24");
+        bar(p.chart, 0, 24, W, [[c.managed / limit, "var(--mem)"], [c.unmanaged / limit, "var(--unmanaged)"],
+          [c.spilled / limit, "var(--spill)"]], fmtBytes(c.memory_process) + " / " + fmtBytes(c.memory_limit));
+        fillTable(p.table, ["managed", "unmanaged", "spilled", "process", "limit"],
+          [[fmtBytes(c.managed), fmtBytes(c.unmanaged), fmtBytes(c.spilled), fmtBytes(c.memory_process),
+            fmtBytes(c.memory_limit)]]);
+      },
+    },
+    "workers-memory": {
+      title: "Memory per worker",
+      draw(p, s) {
+        const h = 18, ws = s.workers;
+        clear(p.chart); p.chart.setAttribute("viewBox", "0 0 " + W + " " + Math.max(h, ws.length * (h + 2)));
+        ws.forEach((w, i) => {
+          const limit = w.memory_limit || Math.max(w.memory, 1);
+          bar(p.chart, i * (h + 2), h, W, [[w.managed / limit, "var(--mem)"], [w.unmanaged / limit, "var(--unmanaged)"]],
+            w.name + ": " + fmtBytes(w.memory));
+        });
+        fillTable(p.table, ["worker", "managed", "unmanaged", "spilled", "limit"],
+          ws.map(w => [w.name, fmtBytes(w.managed), fmtBytes(w.unmanaged), fmtBytes(w.spilled), fmtBytes(w.memory_limit)]));
+      },
+    },
+    "nprocessing": {
+      title: "Tasks processing per worker",
+      draw(p, s) {
+        const h = 18, ws = s.workers, most = Math.max(1, ...ws.map(w => w.processing));
+        clear(p.chart); p.chart.setAttribute("viewBox", "0 0 " + W + " " + Math.max(h, ws.length * (h + 2)));
+        ws.forEach((w, i) => bar(p.chart, i * (h + 2), h, W, [[w.processing / most, "var(--proc)"]],
+          w.name + ": " + w.processing));
+        fillTable(p.table, ["worker", "processing", "threads"], ws.map(w => [w.name, w.processing, w.nthreads]));
+      },
+    },
+    "progress": {
+      title: "Progress",
+      draw(p, s) {
+        const h = 18, gs = s.groups;
+        clear(p.chart); p.chart.setAttribute("viewBox", "0 0 " + W + " " + Math.max(h, gs.length * (h + 2)));
+        gs.forEach((g, i) => {
+          const t = Math.max(g.total, 1);
+          bar(p.chart, i * (h + 2), h, W, [[g.memory / t, "var(--mem)"], [g.erred / t, "var(--err)"],
+            [g.processing / t, "var(--proc)"]], g.name + ": " + g.memory + " / " + g.total);
+        });
+        fillTable(p.table, ["name", "total", "memory", "processing", "waiting", "erred", "released"],
+          gs.map(g => [g.name, g.total, g.memory, g.processing, g.waiting + g.queued + g["no-worker"], g.erred,
+            g.released]));
+      },
+    },
+    "task-stream": {
+      title: "Task stream",
+      wide: true,
+      draw(p) { drawStream(p); },
+    },
+    "workers": {
+      title: "Workers",
+      wide: true,
+      draw(p, s) {
+        clear(p.chart); p.chart.setAttribute("viewBox", "0 0 " + W + " 0");
+        fillTable(p.table, ["name", "address", "threads", "status", "processing", "in memory", "memory", "limit",
+          "managed", "cpu"], s.workers.map(w => [w.name, w.address, w.nthreads, w.status, w.processing, w.in_memory,
+          fmtBytes(w.memory), fmtBytes(w.memory_limit), fmtBytes(w.managed), w.cpu]));
+      },
+    },
+    "groups": {
+      title: "Task groups",
+      wide: true,
+      draw(p, s) {
+        const gs = s.groups, h = 18;
+        clear(p.chart); p.chart.setAttribute("viewBox", "0 0 " + W + " " + Math.max(h, gs.length * (h + 2)));
+        gs.forEach((g, i) => bar(p.chart, i * (h + 2), h, W, [[g.memory / Math.max(g.total, 1), "var(--mem)"]],
+          g.name));
+        fillTable(p.table, ["name", "total", "memory", "erred", "compute (s)", "mean (s)", "bytes in memory"],
+          gs.map(g => [g.name, g.total, g.memory, g.erred, Number(g.compute_seconds.toFixed(3)),
+            g.mean_duration === null ? "-" : Number(g.mean_duration.toFixed(4)), fmtBytes(g.nbytes)]));
+      },
+    },
+    "system": {
+      title: "Cluster over time",
+      wide: true,
+      draw(p) {
+        const hist = history, h = 120;
+        clear(p.chart); p.chart.setAttribute("viewBox", "0 0 " + W + " " + h);
+        if (hist.length > 1) {
+          const t0 = hist[0].t, t1 = hist[hist.length - 1].t || t0 + 1;
+          [["memory", "var(--mem)"], ["processing", "var(--proc)"]].forEach(([k, color]) => {
+            const most = Math.max(1, ...hist.map(x => x[k]));
+            const pts = hist.map(x => ((x.t - t0) / Math.max(t1 - t0, 1e-9) * W).toFixed(1) + "," +
+              (h - x[k] / most * (h - 4)).toFixed(1)).join(" ");
+            p.chart.appendChild(svgEl("polyline", { points: pts, fill: "none", stroke: color }));
+          });
+        }
+        fillTable(p.table, ["time", "process memory", "tasks processing", "tasks"],
+          hist.slice(-10).reverse().map(x => [new Date(x.t * 1000).toLocaleTimeString(), fmtBytes(x.memory),
+            x.processing, x.tasks]));
+      },
+    },
+    "profile": {
+      title: "Compute time per task prefix",
+      wide: true,
+      draw(p, s) {
+        const gs = s.groups.slice().sort((a, b) => b.compute_seconds - a.compute_seconds), h = 18;
+        const most = Math.max(1e-9, ...gs.map(g => g.compute_seconds));
+        clear(p.chart); p.chart.setAttribute("viewBox", "0 0 " + W + " " + Math.max(h, gs.length * (h + 2)));
+        gs.forEach((g, i) => bar(p.chart, i * (h + 2), h, W, [[g.compute_seconds / most, hue(g.name)]],
+          g.name + ": " + g.compute_seconds.toFixed(3) + " s"));
+        fillTable(p.table, ["prefix", "compute (s)", "tasks finished"],
+          gs.map(g => [g.name, Number(g.compute_seconds.toFixed(3)), g.memory]));
+      },
+    },
+  };
+  const layouts = {
+    status: ["cluster-memory", "workers-memory", "nprocessing", "task-stream", "progress"],
+    workers: ["workers"], tasks: ["task-stream"], system: ["system", "cluster-memory"],
+    profile: ["profile"], groups: ["groups", "progress"],
+  };
+  const names = page.startsWith("individual-") ? [page.slice("individual-".length)] : (layouts[page] || []);
+  const shown = names.filter(n => panels[n]).map(n => [panels[n], panel(n, panels[n].title, panels[n].wide)]);
+
+  // ---- task stream ----------------------------------------------------------
+  let records = [], lastIndex = -1, streamChain = Promise.resolve();
+  function addRecords(recs) {
+    recs.forEach(r => { if (r.index > lastIndex) { records.push(r); lastIndex = r.index; } });
+    if (records.length > STREAM_KEEP) records = records.slice(records.length - STREAM_KEEP);
+  }
+  function fetchStream(after) {
+    return fetch("/api/v1/task_stream?after=" + after + "&limit=20000").then(r => r.json())
+      .then(d => addRecords(d.records));
+  }
+  function drawStream(p) {
+    const recs = records.slice(-STREAM_DRAW), lanes = new Map();
+    recs.forEach(r => { if (!lanes.has(r.worker)) lanes.set(r.worker, lanes.size); });
+    const h = 16, height = Math.max(h, lanes.size * (h + 2));
+    clear(p.chart); p.chart.setAttribute("viewBox", "0 0 " + W + " " + height);
+    if (recs.length) {
+      let t0 = Infinity, t1 = -Infinity;
+      recs.forEach(r => { const ss = r.startstops[0]; t0 = Math.min(t0, ss.start); t1 = Math.max(t1, ss.stop); });
+      const span = Math.max(t1 - t0, 1e-6);
+      recs.forEach(r => {
+        const ss = r.startstops[0], y = lanes.get(r.worker) * (h + 2);
+        const rect = svgEl("rect", { x: ((ss.start - t0) / span * W).toFixed(2), y: y,
+          width: Math.max(0.5, (ss.stop - ss.start) / span * W).toFixed(2), height: h,
+          fill: r.status === "error" ? "var(--err)" : hue(r.prefix) });
+        rect.appendChild(svgEl("title", {}, r.key));
+        p.chart.appendChild(rect);
+      });
+    }
+    const byPrefix = new Map();
+    records.forEach(r => byPrefix.set(r.prefix, (byPrefix.get(r.prefix) || 0) + 1));
+    const rows = Array.from(byPrefix.entries()).map(([k, n]) => [k, n]);
+    const recent = records.slice(-20).reverse().map(r => [r.prefix, r.key, r.worker || "",
+      Number((r.startstops[0].stop - r.startstops[0].start).toFixed(4))]);
+    fillTable(p.table, ["prefix", "tasks"], rows);
+    let last = document.getElementById("task-stream-recent");
+    if (!last) {
+      last = el("table", { id: "task-stream-recent" });
+      p.table.parentNode.appendChild(last);
+    }
+    fillTable(last, ["prefix", "key", "worker", "seconds"], recent);
+  }
+
+  // ---- the stream -----------------------------------------------------------
+  let history = [];
+  function onSnapshot(s) {
+    history.push({ t: s.time, memory: s.cluster.memory_process, processing: s.totals.processing,
+      tasks: s.cluster.tasks });
+    if (history.length > 7200) history = history.slice(-7200);
+    if (s.stalled && Object.keys(s.stalled).length) {
+      banner.hidden = false;
+      banner.textContent = "Stalled tasks: " + Object.entries(s.stalled).map(([k, n]) => k + " " + n).join(", ");
+    } else {
+      banner.hidden = true;
+    }
+    streamChain = streamChain.then(() => {
+      if (s.stream.length && s.stream[0].index > lastIndex + 1) return fetchStream(lastIndex);
+    }).then(() => {
+      addRecords(s.stream);
+      shown.forEach(([spec, p]) => spec.draw(p, s));
+      document.body.dataset.updated = String(s.time);
+    }).catch(e => { console.warn("dashboard update failed:", e); });
+  }
+  function connect() {
+    const src = new EventSource("/api/v1/stream");
+    src.addEventListener("snapshot", ev => onSnapshot(JSON.parse(ev.data)));
+    src.onopen = () => { conn.textContent = "live"; conn.className = "conn live"; };
+    src.onerror = () => { conn.textContent = "disconnected"; conn.className = "conn down"; };
+  }
+  streamChain = fetchStream(-1).catch(() => {});
+  connect();
+})();
