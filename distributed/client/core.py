@@ -42,6 +42,7 @@ from distributed import config, context, dask_graphs
 from distributed.batched import BatchedSend
 from distributed.client.control import ClusterControl
 from distributed.client.data import DataMovement, _Datasets
+from distributed.client.diagnostics import DiagnosticsMethods
 from distributed.client.events import EventMethods
 from distributed.client.introspection import Introspection
 from distributed.client.plugins import PluginMethods
@@ -107,7 +108,8 @@ def worker_client(timeout=None, separate_thread: bool = True):
             rejoin()
 
 
-class Client(Submission, DataMovement, ClusterControl, Introspection, PluginMethods, EventMethods):
+class Client(Submission, DataMovement, ClusterControl, Introspection, PluginMethods, EventMethods,
+             DiagnosticsMethods):
     """Connect to a cluster and submit work.
 
     >>> client = Client("tcp://127.0.0.1:8786")    # doctest: +SKIP

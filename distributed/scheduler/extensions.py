@@ -64,6 +64,7 @@ DEFAULT_EXTENSIONS: dict[str, str] = {
     "semaphores": "distributed.coordination.semaphore:SemaphoreExtension",
     "multi_locks": "distributed.coordination.multi_lock:MultiLockExtension",
     "progress": "distributed.diagnostics.progress_watch:ProgressExtension",
+    "diagnostics": "distributed.diagnostics.extension:DiagnosticsExtension",
 }
 
 # Defaults plus registrations made at run time (by name; last one wins).

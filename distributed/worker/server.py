@@ -18,6 +18,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import MutableMapping
@@ -38,6 +39,7 @@ from distributed.comm.tcp import configured_max_message_size
 from distributed.context import get_worker
 from distributed.core import Server, Status
 from distributed.dask_graphs import run_node
+from distributed.diagnostics.worker_diagnostics import WorkerDiagnostics
 from distributed.exceptions import Reschedule, error_message
 from distributed.preloading import start_preloads, teardown_preloads
 from distributed.protocol import MessageTooLargeError, Serialize
@@ -222,6 +224,11 @@ class Worker(Server, WorkerPluginsMixin):
         self.outgoing_transfers = 0
         self.incoming_transfers = 0
         self.startstops: dict = {}
+        # Diagnostics (diagnostics/worker_diagnostics.py): thread ident -> key
+        # of the task it runs, key -> when it started, key -> its inputs' transfers.
+        self.active_threads: dict = {}
+        self.executing_since: dict = {}
+        self._transfers: dict = {}
         handlers = {
             "get_data": self.get_data,
             "update_data": self.update_data,
@@ -246,6 +253,7 @@ class Worker(Server, WorkerPluginsMixin):
             "close": self._handle_close_request,
         }
         super().__init__(handlers, stream_handlers)
+        self.diagnostics = WorkerDiagnostics(self)  # logs, profile, call stacks, stories
         self._init_plugins(plugins, preload, preload_argv)  # worker/plugins.py: plugins, preloads, events
         # TLS: security= in any accepted form; protocol= 'tcp' or 'tls' (or in host=).
         from distributed.security import with_scheduler_file_secret
@@ -301,6 +309,7 @@ class Worker(Server, WorkerPluginsMixin):
             await self.close(report=False)
             raise
         self.status = Status.running
+        self.diagnostics.start()
         await self._setup_pending_plugins()
         self.start_periodic_callback("heartbeat", self.heartbeat, self.heartbeat_interval)
         if self.memory_limit and (self.memory_spill_fraction or self.memory_pause_fraction):
@@ -413,6 +422,7 @@ class Worker(Server, WorkerPluginsMixin):
         self.status = Status.closing
         for pc in self.periodic_callbacks.values():
             pc.stop()
+        self.diagnostics.close()
         await self._teardown_plugins()
         await teardown_preloads(self.preloads)
         client = self._client
@@ -646,7 +656,10 @@ class Worker(Server, WorkerPluginsMixin):
         thread_state.worker = self
         thread_state.execution_state = {"scheduler": self.scheduler_address, "worker": self.address}
         set_task_hooks(lambda: self.loop.add_callback(self._seceded, key), None)
+        ident = threading.get_ident()
         start = time.time()
+        self.executing_since[key] = start
+        self.active_threads[ident] = key
         try:
             result = run_spec_call(func, args, kwargs, deps, walk)
             ok = True
@@ -661,15 +674,18 @@ class Worker(Server, WorkerPluginsMixin):
         finally:
             thread_state.key = None
             set_task_hooks(None, None)
+            self.active_threads.pop(ident, None)
+            self.executing_since.pop(key, None)
         stop = time.time()
         try:
-            self.loop.add_callback(self._task_done, key, ok, result, start, stop)
+            self.loop.add_callback(self._task_done, key, ok, result, start, stop, ident)
         except RuntimeError:  # loop closed while the task ran
             pass
 
     async def _run_async_task(self, key, func, args, kwargs, deps, walk) -> None:
         context.set_task_worker(self)  # this asyncio task runs in its own context
         start = time.time()
+        self.executing_since[key] = start
         try:
             result = await run_spec_call(func, args, kwargs, deps, walk)
             ok = True
@@ -679,6 +695,8 @@ class Worker(Server, WorkerPluginsMixin):
         except Exception as e:
             result = error_message(e)
             ok = False
+        finally:
+            self.executing_since.pop(key, None)
         self._task_done(key, ok, result, start, time.time())
 
     def _exit_from_task(self, key, code) -> None:
@@ -697,27 +715,47 @@ class Worker(Server, WorkerPluginsMixin):
     def _seceded(self, key) -> None:
         self._act(self.state.handle_secede(key))
 
-    def _task_done(self, key, ok: bool, result, start: float, stop: float) -> None:
+    def _task_done(self, key, ok: bool, result, start: float, stop: float, thread: int | None = None) -> None:
         if self.status == Status.closed:
             return
         self.startstops[key] = (start, stop)
         if len(self.startstops) > 10_000:
             self.startstops.pop(next(iter(self.startstops)))
+        # For the scheduler's task stream: this compute and its inputs' transfers.
+        startstops = [{"action": "compute", "start": start, "stop": stop}]
+        if self._transfers:
+            ts = self.state.tasks.get(key)
+            for dts in ts.dependencies if ts is not None else ():
+                t = self._transfers.pop(dts.key, None)
+                if t is not None:
+                    startstops.insert(0, t)
         if ok is None:
             self._act(self.state.handle_reschedule(key))
         elif ok:
             nbytes = sizeof(result)
             typ = type(result).__name__
-            self._act(self.state.handle_execute_success(key, result, nbytes, typ, stop - start))
+            self._act(self.state.handle_execute_success(key, result, nbytes, typ, stop - start,
+                                                        startstops, thread))
         else:
-            self._act(self.state.handle_execute_failure(key, _task_error_fields(result)))
+            self._act(self.state.handle_execute_failure(key, _task_error_fields(result), startstops, thread))
+
+    def _note_transfer(self, inst: GatherDep, data: dict, start: float, stop: float) -> None:
+        """Keep the transfer time of fetched keys until the task that needs
+        them finishes (its task-stream record shows them); bounded."""
+        for key in data:
+            self._transfers[key] = {"action": "transfer", "start": start, "stop": stop,
+                                    "source": inst.worker, "nbytes": inst.nbytes}
+        while len(self._transfers) > 10_000:
+            self._transfers.pop(next(iter(self._transfers)))
 
     async def _gather_dep(self, inst: GatherDep) -> None:
         context.set_task_worker(self)  # Futures inside received values bind to our client
         self.incoming_transfers += 1
         try:
+            start = time.time()
             response = await self.rpc(inst.worker).get_data(keys=inst.keys, who=self.address)
             data = response.get("data", {}) if isinstance(response, dict) else {}
+            self._note_transfer(inst, data, start, time.time())
             instructions = self.state.handle_gather_dep_success(inst.worker, inst.keys, data)
         except MessageTooLargeError as e:  # asking again would fail again: the tasks fail
             logger.error("Worker %s: cannot fetch %s from %s: %s", self.address, inst.keys, inst.worker, e)
