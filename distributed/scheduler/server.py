@@ -874,7 +874,7 @@ class Scheduler(Server, SchedulerPluginsMixin):
         else:
             addresses = []
         remaining = [a for a in self.state.workers if a not in addresses]
-        if addresses and not remaining:
+        if addresses and not remaining and any(self.state.workers[a].has_what for a in addresses):
             raise ValueError("cannot retire every worker: the data would have nowhere to go")
         holding = {a: keys for a in addresses if (keys := self.state.actors_on(a))}
         if holding:
