@@ -103,8 +103,9 @@ TABLE: dict[str, dict[str, str]] = {
         **_at("distributed.diagnostics.plugin", *_PLUGINS),
         **_pending(COORDINATION, *_PLUGINS_PENDING),
         "progress": "distributed.diagnostics.progressbar:progress",
-        **_pending(DIAGNOSTICS, "performance_report", "get_task_stream",
-                   "get_task_metadata", "print", "warn"),
+        "performance_report": "distributed.diagnostics.perf_report:performance_report",
+        "get_task_stream": "distributed.diagnostics.task_stream:get_task_stream",
+        **_pending(DIAGNOSTICS, "get_task_metadata", "print", "warn"),
         "Security": "distributed.security:Security",
         **_pending(DEPLOY, "SpecCluster", "Adaptive", "SSHCluster", "SubprocessCluster"),
     },
@@ -119,7 +120,9 @@ TABLE: dict[str, dict[str, str]] = {
         "default_client": "distributed.context:default_client",
         **_at("distributed.exceptions", "CancelledError", "TimeoutError"),
         "WrappedKey": "dask._task_spec:TaskRef",  # 1.x home; the base class of Future
-        **_pending(DIAGNOSTICS, "performance_report", "get_task_stream", "get_task_metadata"),
+        "performance_report": "distributed.diagnostics.perf_report:performance_report",
+        "get_task_stream": "distributed.diagnostics.task_stream:get_task_stream",
+        "get_task_metadata": DIAGNOSTICS,
         "_get_global_client": "distributed.context:global_client",  # fsspec's dask:// filesystem imports it
     },
     "distributed.executor": {  # 1.x module of the Executor (now Client)
@@ -271,7 +274,7 @@ TABLE: dict[str, dict[str, str]] = {
                                                "MultiProgressBar", "MultiProgressWidget"),
     "distributed.diagnostics.progress": _pending(DIAGNOSTICS, "Progress", "MultiProgress", "AllProgress"),
     "distributed.diagnostics.memory_sampler": {"MemorySampler": DIAGNOSTICS},
-    "distributed.diagnostics.task_stream": {"TaskStreamPlugin": DIAGNOSTICS},
+    "distributed.diagnostics.task_stream": _at("distributed.diagnostics.task_stream", "TaskStreamPlugin"),
     "distributed.diagnostics.eventstream": _pending(DIAGNOSTICS, "EventStream", "eventstream"),
     "distributed.http": {},
     "distributed.http.routing": {"RoutingApplication": DIAGNOSTICS},
