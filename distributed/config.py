@@ -77,6 +77,7 @@ defaults: dict[str, Any] = {
             "use-file-locking": True,
             "transfer": {"message-bytes-limit": "50MB"},
             "connections": {"outgoing": 50, "incoming": 10},
+            "http": {"enabled": False},  # serve /health, /metrics, /status without dashboard_address
             "heartbeat-interval": "1s",
             "preload": [],
             "preload-argv": [],
@@ -154,7 +155,12 @@ defaults: dict[str, Any] = {
                 "client": {"cert": None, "key": None},
             },
         },
-        "dashboard": {"link": "{scheme}://{host}:{port}/status"},
+        "dashboard": {
+            "link": "{scheme}://{host}:{port}/status",
+            # The event stream's tick (only while a tab listens) and the task-stream ring.
+            "interval": "500ms",
+            "task-stream-length": 20000,
+        },
         "admin": {
             "large-graph-warning-threshold": "10MB",
             "tick": {"interval": "20ms", "limit": "3s", "cycle": "1s"},

@@ -61,14 +61,15 @@ def make_parser() -> argparse.ArgumentParser:
         "--dashboard-address",
         default=":8787",
         metavar="ADDRESS",
-        help="address for the dashboard (accepted for compatibility; no "
-        "dashboard is served yet)",
+        help="address of the dashboard's HTTP server; a missing host is --host's, a taken "
+        "port falls back to a free one (default: %(default)s)",
     )
     parser.add_argument(
         "--dashboard",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="serve the dashboard (not available yet; see --dashboard-address)",
+        help="serve the dashboard pages; --no-dashboard keeps only /health, /metrics and "
+        "the JSON routes on --dashboard-address (default: serve)",
     )
     parser.add_argument(
         "--scheduler-file",
@@ -107,13 +108,10 @@ def _port_arg(text: str) -> int:
 
 
 def _note_dashboard(scheduler: object, args: argparse.Namespace) -> None:
-    # Upstream's scheduler keeps its dashboard web server in ``http_server``;
-    # until ours has one, say plainly that nothing is served.
-    if args.dashboard and getattr(scheduler, "http_server", None) is None:
-        logger.info(
-            "Dashboard not available in this version; %s is not served",
-            args.dashboard_address,
-        )
+    """Log where the dashboard is (upstream prints the same line)."""
+    link = getattr(scheduler, "dashboard_link", None)
+    if link:
+        logger.info("  dashboard at: %s", link)
 
 
 def _is_idle(scheduler) -> bool:

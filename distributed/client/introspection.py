@@ -110,8 +110,32 @@ class Introspection:
 
     @property
     def dashboard_link(self) -> str | None:
-        """No dashboard is served yet; None."""
-        return None
+        """The scheduler's dashboard URL (config ``distributed.dashboard.link``
+        with its scheme, host and port), or None when it serves none.
+
+        An asynchronous client cannot wait for the scheduler here: it answers
+        from an in-process cluster's scheduler, else None.
+        """
+        try:
+            if self.asynchronous:
+                scheduler = getattr(self.cluster, "scheduler", None)
+                info = scheduler.identity() if scheduler is not None else None
+            else:
+                info = sync(self.loop, self._scheduler_info, callback_timeout=5)
+        except Exception:
+            return None
+        port = ((info or {}).get("services") or {}).get("dashboard")
+        if not port:
+            return None
+        import os
+
+        host = str(info.get("address") or self._address or "").split("://")[-1].rsplit(":", 1)[0].strip("[]")
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        template = config.get("distributed.dashboard.link", "{scheme}://{host}:{port}/status")
+        return os.path.expandvars(template).format_map({**os.environ, "scheme": "http", "host": host, "port": port})
 
     def __repr__(self) -> str:
         if self.status != "running":

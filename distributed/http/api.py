@@ -10,7 +10,6 @@ Runs on the scheduler's event loop.
 from __future__ import annotations
 
 import json
-from urllib.parse import unquote
 
 from tornado import web
 
@@ -78,7 +77,6 @@ class WorkersHandler(BaseHandler):
         if addr is None:
             self.write_json(rows)
             return
-        addr = unquote(addr)
         for r in rows:
             if r["address"] == addr or r["name"] == addr:
                 self.write_json(r)
@@ -106,7 +104,7 @@ class TaskHandler(BaseHandler):
     def get(self, key: str):
         from distributed.http.info import task_info
 
-        info = task_info(self.server.scheduler, unquote(key))
+        info = task_info(self.server.scheduler, key)
         if info is None:
             raise web.HTTPError(404, "no such task")
         self.write_json(info)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import html
 import time
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from tornado import web
 
@@ -103,7 +103,6 @@ class WorkersPage(_HTMLHandler):
 
 class WorkerPage(_HTMLHandler):
     def get(self, addr: str):
-        addr = unquote(addr)
         state = self.server.scheduler.state
         ws = state.workers.get(addr) or state.workers.get(state.aliases.get(addr, ""))
         if ws is None:
@@ -119,7 +118,7 @@ class WorkerPage(_HTMLHandler):
 
 class TaskPage(_HTMLHandler):
     def get(self, key: str):
-        info = task_info(self.server.scheduler, unquote(key))
+        info = task_info(self.server.scheduler, key)
         if info is None:
             raise web.HTTPError(404, "no such task")
         fields = [[html.escape(k), html.escape(str(info[k]))]

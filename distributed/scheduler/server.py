@@ -53,7 +53,7 @@ def _format_link(host: str, port: int) -> str:
     template = config.get("distributed.dashboard.link", "{scheme}://{host}:{port}/status")
     if ":" in host:
         host = f"[{host}]"
-    return os.path.expandvars(template).format(scheme="http", host=host, port=port, **os.environ)
+    return os.path.expandvars(template).format_map({**os.environ, "scheme": "http", "host": host, "port": port})
 
 
 class _Started:
@@ -113,6 +113,10 @@ class Scheduler(Server, SchedulerPluginsMixin):
         )
         self.worker_ttl = config.get_timedelta("distributed.scheduler.worker-ttl", worker_ttl)
         self.scheduler_file = scheduler_file
+        if dashboard_address is not None:  # a malformed address raises before anything starts
+            from distributed.http.server import parse_address
+
+            parse_address(dashboard_address, "127.0.0.1", 8787)
         self.dashboard_address = dashboard_address
         self._dashboard = dashboard
         self.http_server = None  # distributed.http.scheduler.SchedulerHTTP, when serving

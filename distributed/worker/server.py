@@ -40,7 +40,6 @@ from distributed.context import get_worker
 from distributed.core import Server, Status
 from distributed.dask_graphs import run_node
 from distributed.diagnostics.worker_diagnostics import WorkerDiagnostics
-from distributed.diagnostics.worker_diagnostics import WorkerDiagnostics
 from distributed.exceptions import Reschedule, error_message
 from distributed.preloading import start_preloads, teardown_preloads
 from distributed.protocol import MessageTooLargeError, Serialize
@@ -174,6 +173,8 @@ class Worker(Server, WorkerPluginsMixin):
         security=None,
         protocol: str | None = None,
         scheduler_sni: str | None = None,
+        dashboard_address: str | None = None,
+        dashboard: bool | None = None,
         **kwargs,
     ):
         config.refresh()
@@ -224,7 +225,13 @@ class Worker(Server, WorkerPluginsMixin):
         self._registered = False
         self.outgoing_transfers = 0
         self.incoming_transfers = 0
+        # The worker's HTTP server (distributed/http/worker.py) starts only when asked:
+        # an address, dashboard=True or distributed.worker.http.enabled.
+        self.dashboard_address = dashboard_address
+        self._dashboard = dashboard
+        self.http_server = None
         self.startstops: dict = {}
+        self._fetches_from: dict[str, asyncio.Task] = {}  # peer -> the fetch running from it
         # Diagnostics (diagnostics/worker_diagnostics.py): thread ident -> key
         # of the task it runs, key -> when it started, key -> its inputs' transfers.
         self.active_threads: dict = {}
@@ -251,6 +258,7 @@ class Worker(Server, WorkerPluginsMixin):
             "acquire-replicas": self._handle_acquire_replicas,
             "refresh-who-has": self._handle_refresh_who_has,
             "steal-request": self._handle_steal_request,
+            "worker-removed": self._handle_worker_removed,
             "close": self._handle_close_request,
         }
         super().__init__(handlers, stream_handlers)
@@ -301,6 +309,7 @@ class Worker(Server, WorkerPluginsMixin):
         scheme = self.listen_scheme(host, self._protocol)
         await self.listen(f"{scheme}://{host.split('://', 1)[-1]}:{port}")
         self.state.address = self.address
+        self._start_http_server(host.split("://", 1)[-1])
         if self.name is None:
             self.name = self.address
         try:
@@ -318,6 +327,27 @@ class Worker(Server, WorkerPluginsMixin):
         logger.info("Worker %s started (%d threads), scheduler %s",
                     self.address, self.nthreads, self.scheduler_address)
         return self
+
+    def _start_http_server(self, host: str) -> None:
+        if self._dashboard is False:
+            return
+        if self.dashboard_address is None and not self._dashboard and not config.get(
+                "distributed.worker.http.enabled", False):
+            return
+        from distributed.http.worker import WorkerHTTP
+
+        http = WorkerHTTP(self)
+        http.start(self.dashboard_address, host)
+        self.http_server = http
+
+    @property
+    def services(self) -> dict:
+        """``{"dashboard": port}`` when this worker serves HTTP (upstream's shape)."""
+        return {"dashboard": self.http_server.port} if self.http_server is not None else {}
+
+    def identity(self, comm=None) -> dict:
+        return {**super().identity(), "services": self.services, "nthreads": self.nthreads,
+                "memory_limit": self.memory_limit}
 
     async def _register_with_scheduler(self) -> None:
         timeout = self.death_timeout or config.get_timedelta("distributed.comm.timeouts.connect")
@@ -342,6 +372,7 @@ class Worker(Server, WorkerPluginsMixin):
             "host": get_address_host(self.address),
             "local_directory": self.local_directory,
             "nanny": self.nanny,
+            "services": self.services,
             "keys": list(self.data),
             "nbytes": {k: ts.nbytes for k, ts in self.state.tasks.items() if ts.state == "memory"},
             "reply": True,
@@ -440,6 +471,8 @@ class Worker(Server, WorkerPluginsMixin):
                 pass
         if self.batched_stream is not None:
             await self.batched_stream.close(timeout=2)
+        if self.http_server is not None:
+            await self.http_server.close()
         await self.close_server()
         if self._own_executor:
             await asyncio.get_running_loop().run_in_executor(
@@ -557,6 +590,17 @@ class Worker(Server, WorkerPluginsMixin):
     def _handle_steal_request(self, key=None, stimulus_id="", **kwargs) -> None:
         self._act(self.state.handle_steal_request(key, stimulus_id))
 
+    def _handle_worker_removed(self, worker=None, **kwargs) -> None:
+        """The scheduler removed a peer: a fetch from it still running is
+        cancelled (a host cut off never answers) and planned again."""
+        fetch = self._fetches_from.pop(worker, None)
+        if fetch is not None and not fetch.done():
+            logger.info("Worker %s: abandoning the fetch from %s, which the scheduler removed",
+                        self.address, worker)
+            fetch.cancel()
+        self.rpc.remove(worker)
+        self._act(self.state.handle_worker_removed(worker))
+
     # ------------------------------------------------------------------
     # The worker's own client
     # ------------------------------------------------------------------
@@ -617,7 +661,7 @@ class Worker(Server, WorkerPluginsMixin):
             if type(inst) is Execute:
                 self._execute(inst.key)
             elif type(inst) is GatherDep:
-                self.spawn(self._gather_dep(inst))
+                self._fetches_from[inst.worker] = self.spawn(self._gather_dep(inst))
         self._flush_scheduler_msgs()
         if self.validate:
             self.state.validate_state()
@@ -739,15 +783,6 @@ class Worker(Server, WorkerPluginsMixin):
                                                         startstops, thread))
         else:
             self._act(self.state.handle_execute_failure(key, _task_error_fields(result), startstops, thread))
-
-    def _note_transfer(self, inst: GatherDep, data: dict, start: float, stop: float) -> None:
-        """Keep the transfer time of fetched keys until the task that needs
-        them finishes (its task-stream record shows them); bounded."""
-        for key in data:
-            self._transfers[key] = {"action": "transfer", "start": start, "stop": stop,
-                                    "source": inst.worker, "nbytes": inst.nbytes}
-        while len(self._transfers) > 10_000:
-            self._transfers.pop(next(iter(self._transfers)))
 
     def _note_transfer(self, inst: GatherDep, data: dict, start: float, stop: float) -> None:
         """Keep the transfer time of fetched keys until the task that needs
