@@ -40,6 +40,7 @@ from distributed.context import get_worker
 from distributed.core import Server, Status
 from distributed.dask_graphs import run_node
 from distributed.diagnostics.worker_diagnostics import WorkerDiagnostics
+from distributed.diagnostics.worker_diagnostics import WorkerDiagnostics
 from distributed.exceptions import Reschedule, error_message
 from distributed.preloading import start_preloads, teardown_preloads
 from distributed.protocol import MessageTooLargeError, Serialize
@@ -231,7 +232,6 @@ class Worker(Server, WorkerPluginsMixin):
         self._dashboard = dashboard
         self.http_server = None
         self.startstops: dict = {}
-        self._fetches_from: dict[str, asyncio.Task] = {}  # peer -> the fetch running from it
         # Diagnostics (diagnostics/worker_diagnostics.py): thread ident -> key
         # of the task it runs, key -> when it started, key -> its inputs' transfers.
         self.active_threads: dict = {}
@@ -258,7 +258,6 @@ class Worker(Server, WorkerPluginsMixin):
             "acquire-replicas": self._handle_acquire_replicas,
             "refresh-who-has": self._handle_refresh_who_has,
             "steal-request": self._handle_steal_request,
-            "worker-removed": self._handle_worker_removed,
             "close": self._handle_close_request,
         }
         super().__init__(handlers, stream_handlers)
@@ -590,17 +589,6 @@ class Worker(Server, WorkerPluginsMixin):
     def _handle_steal_request(self, key=None, stimulus_id="", **kwargs) -> None:
         self._act(self.state.handle_steal_request(key, stimulus_id))
 
-    def _handle_worker_removed(self, worker=None, **kwargs) -> None:
-        """The scheduler removed a peer: a fetch from it still running is
-        cancelled (a host cut off never answers) and planned again."""
-        fetch = self._fetches_from.pop(worker, None)
-        if fetch is not None and not fetch.done():
-            logger.info("Worker %s: abandoning the fetch from %s, which the scheduler removed",
-                        self.address, worker)
-            fetch.cancel()
-        self.rpc.remove(worker)
-        self._act(self.state.handle_worker_removed(worker))
-
     # ------------------------------------------------------------------
     # The worker's own client
     # ------------------------------------------------------------------
@@ -661,7 +649,7 @@ class Worker(Server, WorkerPluginsMixin):
             if type(inst) is Execute:
                 self._execute(inst.key)
             elif type(inst) is GatherDep:
-                self._fetches_from[inst.worker] = self.spawn(self._gather_dep(inst))
+                self.spawn(self._gather_dep(inst))
         self._flush_scheduler_msgs()
         if self.validate:
             self.state.validate_state()
@@ -783,6 +771,15 @@ class Worker(Server, WorkerPluginsMixin):
                                                         startstops, thread))
         else:
             self._act(self.state.handle_execute_failure(key, _task_error_fields(result), startstops, thread))
+
+    def _note_transfer(self, inst: GatherDep, data: dict, start: float, stop: float) -> None:
+        """Keep the transfer time of fetched keys until the task that needs
+        them finishes (its task-stream record shows them); bounded."""
+        for key in data:
+            self._transfers[key] = {"action": "transfer", "start": start, "stop": stop,
+                                    "source": inst.worker, "nbytes": inst.nbytes}
+        while len(self._transfers) > 10_000:
+            self._transfers.pop(next(iter(self._transfers)))
 
     def _note_transfer(self, inst: GatherDep, data: dict, start: float, stop: float) -> None:
         """Keep the transfer time of fetched keys until the task that needs
