@@ -148,6 +148,37 @@ def _looks_like_tls(header: bytes) -> bool:
     return len(header) >= 2 and 20 <= header[0] <= 23 and header[1] == 3
 
 
+def set_tcp_timeouts(sock: socket.socket | None) -> None:
+    """Make a dead peer (a cut cable, a host gone) an error on ``sock``
+    within about ``distributed.comm.timeouts.tcp``: data unacknowledged
+    that long (``TCP_USER_TIMEOUT``) and, on an idle connection, keepalive
+    probes from a third of it, every tenth of it.  Without them a read from
+    a peer that vanished waits for ever.  None or 0 leaves the kernel's
+    defaults; options the platform lacks are skipped.
+
+    >>> with socket.socket() as s:
+    ...     set_tcp_timeouts(s)
+    ...     s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+    True
+    """
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    timeout = config.get_timedelta("distributed.comm.timeouts.tcp")
+    if not timeout:
+        return
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (("TCP_KEEPIDLE", max(1, int(timeout / 3))),
+                        ("TCP_KEEPINTVL", max(1, int(timeout / 10))), ("TCP_KEEPCNT", 5),
+                        ("TCP_USER_TIMEOUT", max(1, int(timeout * 1000)))):
+        if hasattr(socket, name):
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    for level, option, value in options:
+        try:
+            sock.setsockopt(level, option, value)
+        except OSError as e:  # a platform that lists the option but refuses it
+            logger.debug("socket option %s=%s not set: %s", option, value, e)
+
+
 class Comm:
     """One TCP connection that sends and receives whole messages.
 
@@ -176,6 +207,7 @@ class Comm:
         self.max_frames = configured_max_frames()
         self.name: str | None = None
         stream.set_nodelay(True)
+        set_tcp_timeouts(stream.socket)  # every socket we open or accept
 
     @property
     def max_message_size(self) -> int:
@@ -482,6 +514,8 @@ class Listener(TCPServer):
         self.max_message_size = max_message_size
         self.auth = auth
         self.admission = Admission(limits)
+        self.handshake_timeout = config.get_timedelta("distributed.comm.timeouts.handshake")
+        configured_max_frames()  # a bad setting fails here, not at the first connection
         self.address: str | None = None
 
     def start_listening(self, host: str, port: int) -> str:
@@ -531,14 +565,15 @@ class Listener(TCPServer):
         if auth is None:
             return comm
         if auth.secret is None:  # only a peek for a client's hello: nothing pending
-            return comm if await authenticate_server(comm, auth, self.address or "") else None
+            ok = await authenticate_server(comm, auth, self.address or "", self.handshake_timeout)
+            return comm if ok else None
         if not self.admission.begin_handshake(host):
             warn_refused(self.address or "", peer, "busy: too many pending handshakes "
                          "(distributed.comm.max-pending-handshakes)", "busy")
             await self._refuse_busy(stream)
             return None
         try:
-            ok = await authenticate_server(comm, auth, self.address or "")
+            ok = await authenticate_server(comm, auth, self.address or "", self.handshake_timeout)
         finally:
             self.admission.end_handshake(host)
         return comm if ok else None

@@ -71,12 +71,6 @@ _TLS_HANDSHAKE_RECORD = 0x16
 _BUSY_ALERT = b"\x15\x03\x03\x00\x02\x02\x50"
 
 
-def _handshake_timeout() -> float:
-    from distributed import config
-
-    return config.get_timedelta("distributed.comm.timeouts.handshake")
-
-
 class TLSComm(Comm):
     """A ``Comm`` over TLS; ``extra_info`` has the peer's certificate and the cipher."""
 
@@ -209,7 +203,6 @@ class TLSListener(Listener):
         super().__init__(handler, deserialize=deserialize, max_message_size=max_message_size,
                          auth=auth, limits=limits)
         self.ssl_context = _check_context(ssl_context, "tls://", "listening on")
-        self.handshake_timeout = _handshake_timeout()
 
     async def _handshake(self, stream: IOStream, peer: str, host: str) -> Comm | None:
         if not self.admission.begin_handshake(host):
@@ -217,13 +210,16 @@ class TLSListener(Listener):
                          "(distributed.comm.max-pending-handshakes)", "busy")
             await self._refuse_busy(stream)
             return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.handshake_timeout  # TLS and authentication together
         try:
             stream = await self._start_tls(stream, peer)
             if stream is None:
                 return None
             comm = self._comm(stream, peer)
             if self.auth is not None and self.auth.secret is not None \
-                    and not await authenticate_server(comm, self.auth, self.address or ""):
+                    and not await authenticate_server(comm, self.auth, self.address or "",
+                                                      max(deadline - loop.time(), 0.001)):
                 return None
             return comm
         finally:
