@@ -11,6 +11,7 @@ Runs on the scheduler's event loop; not thread-safe.
 from __future__ import annotations
 
 import logging
+import time
 
 from distributed import config
 from distributed.http import api, health, info, snapshot
@@ -26,6 +27,8 @@ from distributed.http.tracker import PrefixTracker, ServerHooks
 __all__ = ["SchedulerHTTP"]
 
 logger = logging.getLogger(__name__)
+
+_STALLED_EVERY = 5.0  # seconds between two stall checks for the stream's banner
 
 
 def _seconds(key: str, default: float) -> float:
@@ -55,6 +58,8 @@ class SchedulerHTTP:
         if pages:  # --no-dashboard keeps the machine-readable routes only
             routes += [*info.routes(self), *pages_.routes(self)]
         self.http = HTTPServer(routes, owner=self)
+        self._stalled: dict = {}
+        self._stalled_at = float("-inf")
 
     @property
     def status(self):
@@ -67,8 +72,13 @@ class SchedulerHTTP:
 
     def _produce(self, stream_after: int) -> dict:
         snap = snapshot.snapshot(self.scheduler, self.tracker, stream_after)
-        stalled = self.stalled_counts()
-        snap["stalled"] = {k: v for k, v in (stalled or {}).items() if v}
+        # The stall banner is refreshed every few seconds, not every tick:
+        # stalled_counts costs O(queued + processing) tasks.
+        now = time.monotonic()
+        if now - self._stalled_at >= _STALLED_EVERY:
+            self._stalled_at = now
+            self._stalled = {k: v for k, v in (self.stalled_counts() or {}).items() if v}
+        snap["stalled"] = self._stalled
         return snap
 
     def desired_workers(self) -> int:

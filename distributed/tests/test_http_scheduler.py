@@ -395,6 +395,15 @@ async def test_metrics_with_a_thousand_prefixes_name_each_once():
         assert parse_metrics(text)["samples"][("dask_scheduler_task_groups", frozenset())] == 1000
 
 
+@gen_cluster(client=True, scheduler_kwargs=DASH)
+async def test_stalled_tasks_gauge_names_the_reason(c, s, a, b):
+    future = c.submit(inc, 1, resources={"GPU": 1})
+    await async_poll_for(lambda: future.key in s.tasks and s.tasks[future.key].state == "no-worker", timeout=10)
+    samples = parse_metrics((await fetch(s, "/metrics"))[2])["samples"]
+    assert samples[("dask_scheduler_stalled_tasks", frozenset({("reason", "no-worker-resource")}))] == 1
+    assert samples[("dask_scheduler_stalled_tasks", frozenset({("reason", "all-workers-paused")}))] == 0
+
+
 def test_real_processes_dashboard_link_and_counts(loop):
     with cluster(scheduler_kwargs=DASH) as (s, [a, b]):
         with Client(s["address"], loop=loop) as c:
