@@ -36,6 +36,7 @@ from collections import deque
 from typing import Any
 
 from distributed import config
+from distributed.context import current_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
 __all__ = ["DequeHandler", "attach_log_handler", "detach_log_handler", "get_logs",
@@ -186,6 +187,8 @@ def dict_to_record(fields: dict, worker: str | None = None) -> logging.LogRecord
     """
     record = logging.makeLogRecord({**fields, "args": ()})
     record.worker = worker
+    # A worker in this same process must not forward it again (a loop).
+    record.dask_forwarded = True
     return record
 
 
@@ -196,6 +199,13 @@ class _ForwardHandler(logging.Handler):
         self.topic = topic
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "dask_forwarded", False):
+            return
+        # Several workers in one process share the logger: each forwards
+        # only what its own tasks log (and what no task logs).
+        running_for = current_worker()
+        if running_for is not None and running_for is not self.worker:
+            return
         try:
             fields = record_to_dict(record)
             fields["worker"] = self.worker.address
