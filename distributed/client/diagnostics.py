@@ -305,4 +305,13 @@ class DiagnosticsMethods:
 
     async def _why(self, keys=None):
         reply = await self.scheduler.why(keys=keys)
-        return StallReport(reply["explanations"], reply["eta"])
+        explanations = []
+        for e in reply["explanations"]:
+            e = dict(e)
+            # The wire gives tuples for lists; the keys inside stay as they are.
+            e["keys"], e["roots"] = list(e["keys"]), list(e["roots"])
+            e["detail"] = {k: list(v) if isinstance(v, tuple) else v for k, v in e["detail"].items()}
+            explanations.append(e)
+        eta = dict(reply["eta"])
+        eta["path"] = list(eta.get("path") or ())
+        return StallReport(explanations, eta)

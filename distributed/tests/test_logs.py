@@ -8,7 +8,7 @@ import pytest
 
 from distributed import Client
 from distributed.diagnostics.logs import SERVER_LOGGER, DequeHandler, get_logs
-from distributed.utils_test import async_poll_for, cluster, gen_cluster, inc
+from distributed.utils_test import async_poll_for, cluster, gen_cluster
 
 
 def _log_from_task(msg):

@@ -127,3 +127,119 @@ def test_critical_path_and_eta():
     assert out["bottleneck"] == {"prefix": "c", "share": 0.5}
     state.handle_task_finished("a-1", W1, nbytes=8)
     assert critical_path(state, durations=durations)[0] == 5.0
+
+
+# ----------------------------------------------------------------------
+# client.why on real clusters, each root cause built for real
+# ----------------------------------------------------------------------
+
+import asyncio  # noqa: E402
+import threading  # noqa: E402
+
+import pytest  # noqa: E402
+
+from distributed import Client  # noqa: E402
+from distributed.utils_test import async_poll_for, cluster, gen_cluster, inc, slowinc, throws  # noqa: E402
+
+_release = threading.Event()
+
+
+def block(x):
+    """Runs until the test lets it go (never longer than 30 s)."""
+    _release.wait(30)
+    return x
+
+
+@gen_cluster(client=True)
+async def test_why_resource_nobody_has(c, s, a, b):
+    x = c.submit(inc, 1, resources={"GPU": 1})
+    y = c.submit(inc, x)
+    await async_poll_for(lambda: x.key in s.tasks and s.tasks[x.key].state == "no-worker", timeout=10)
+    report = await c.why(y)
+    [entry] = report
+    assert entry["reason"] == "no-worker-resource" and entry["root"] == x.key
+    assert entry["keys"] == [y.key] and "GPU=1" in entry["message"]
+    assert report.stalled and "no-worker-resource" in str(report)
+    assert s.extensions["diagnostics"].stalled_counts()["no-worker-resource"] == 1
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)],
+             worker_kwargs={"memory_limit": "10MB", "memory_pause_fraction": 0.5,
+                            "memory_spill_fraction": False, "memory_target_fraction": False,
+                            "memory_monitor_interval": "10ms"})
+async def test_why_all_workers_paused(c, s, a):
+    # The process holds far more than 5 MB: the memory monitor pauses the worker.
+    await async_poll_for(lambda: s.workers[a.address].status == "paused", timeout=10)
+    x = c.submit(inc, 1)
+    await async_poll_for(lambda: x.key in s.tasks and s.tasks[x.key].state in ("queued", "no-worker"),
+                         timeout=10)
+    [entry] = await c.why(x)
+    assert entry["reason"] == "all-workers-paused" and a.address in entry["detail"]["paused"]
+    assert s.extensions["diagnostics"].stalled_counts()["all-workers-paused"] == 1
+
+
+@gen_cluster(client=True)
+async def test_why_upstream_erred(c, s, a, b):
+    x = c.submit(throws, 1)
+    y = c.submit(inc, x)
+    z = c.submit(inc, y)
+    with pytest.raises(RuntimeError):
+        await z
+    [entry] = await c.why(z)
+    assert entry["reason"] == "upstream-erred" and entry["root"] == x.key
+    assert "hello" in entry["message"]  # throws raises RuntimeError("hello!")
+    assert s.extensions["diagnostics"].stalled_counts()["upstream-erred"] == 1
+
+
+@gen_cluster(client=True, config={"distributed.diagnostics.why.outlier-min-duration": "100ms"})
+async def test_why_long_running_outlier(c, s, a, b):
+    _release.clear()
+    try:
+        await c.gather(c.map(slowinc, range(10), delay=0.001))
+        slow = c.submit(slowinc, 100, delay=0.001, pure=False)
+        await slow
+        # Same prefix, runs until released: 40x its siblings' median soon.
+        stuck = c.submit(block, 1, key="slowinc-123456")
+        await async_poll_for(lambda: stuck.key in a.executing_since or stuck.key in b.executing_since,
+                             timeout=10)
+
+        async def outlier():
+            report = await c.why(stuck)
+            return report and report[0]["reason"] == "long-running-outlier"
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await outlier():
+            assert asyncio.get_running_loop().time() < deadline, "never reported as an outlier"
+            await asyncio.sleep(0.05)
+        [entry] = await c.why(stuck)
+        assert entry["root"] == stuck.key and entry["detail"]["elapsed"] > 40 * entry["detail"]["typical"]
+        stacks = await c.call_stack(keys=[stuck.key])
+        [(worker, by_key)] = stacks.items()
+        assert any("_release.wait" in line for line in by_key[stuck.key])
+    finally:
+        _release.set()
+
+
+def test_why_waiting_on_a_killed_worker():
+    with cluster() as (s, [a, b]):
+        with Client(s["address"]) as client:
+            x = client.submit(slowinc, 1, delay=60, workers=[a["address"]])
+            poll_for_processing = 0
+            while not client.processing().get(a["address"]):
+                poll_for_processing += 1
+                assert poll_for_processing < 1000, "the task never started"
+                client.gather(client.submit(inc, poll_for_processing, pure=False))
+            a["proc"].kill()
+            a["proc"].join(10)
+            deadline = 30
+            import time as _time
+
+            end = _time.monotonic() + deadline
+            while True:
+                report = client.why(x)
+                if report and report[0]["reason"] == "waiting-on-lost-worker":
+                    break
+                assert _time.monotonic() < end, f"not explained as a lost worker: {report}"
+                client.gather(client.submit(inc, 0, pure=False))  # a round trip, not a bare sleep
+            assert a["address"] in report[0]["message"]
+            assert report[0]["detail"]["lost"] == [a["address"]]
