@@ -59,7 +59,7 @@ def task_info(scheduler, text: str) -> dict | None:
 
 
 def _page(title: str, body: str) -> str:
-    return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+    return ("<!doctype html><html lang=en><head><meta charset=utf-8><link rel=icon href=data:,>"
             f"<title>{html.escape(title)}</title>"
             '<link rel=stylesheet href="/statics/dashboard.css"></head><body>'
             '<nav><a href="/status">status</a> <a href="/workers">workers</a> '

@@ -37,7 +37,7 @@ def page_html(page: str, title: str, nav: tuple[str, ...] = PAGES) -> str:
     links = "".join(f'<a href="/{html.escape(p)}"{" aria-current=page" if p == page else ""}>'
                     f"{html.escape(p)}</a>" for p in nav)
     links += '<a href="/info/main/workers.html">info</a>' if nav is PAGES else ""
-    return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+    return ("<!doctype html><html lang=en><head><meta charset=utf-8><link rel=icon href=data:,>"
             '<meta name=viewport content="width=device-width, initial-scale=1">'
             f"<title>Dask: {html.escape(title)}</title>"
             '<link rel=stylesheet href="/statics/dashboard.css">'

@@ -34,7 +34,7 @@ class WorkerStatusPage(BaseHandler):
         body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                        for k, v in rows)
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.write("<!doctype html><html lang=en><head><meta charset=utf-8>"
+        self.write("<!doctype html><html lang=en><head><meta charset=utf-8><link rel=icon href=data:,>"
                    f"<title>Dask worker {html.escape(str(w.name))}</title>"
                    '<link rel=stylesheet href="/statics/dashboard.css"></head><body>'
                    f"<h1>Worker {html.escape(str(w.address))}</h1><table id=worker>{body}</table>"

@@ -61,7 +61,8 @@
     const s = el("section", { id: id, class: wide ? "wide" : "" });
     s.appendChild(el("h2", {}, title));
     const chart = svgEl("svg", { role: "img", "aria-label": title });
-    const details = el("details", page.startsWith("individual-") ? {} : { open: "" });
+    // Charts first; the table twins open on click (and on pages that are tables).
+    const details = el("details", TABLE_PAGES.has(page) ? { open: "" } : {});
     details.appendChild(el("summary", {}, "table"));
     const table = el("table", { id: id + "-table" });
     details.appendChild(table);
@@ -84,6 +85,7 @@
 
   // ---- panels ------------------------------------------------------------
   const W = 600;
+  const TABLE_PAGES = new Set(["workers", "groups", "individual-workers", "individual-groups"]);
   const panels = {
     "cluster-memory": {
       title: "Cluster memory",
@@ -199,7 +201,7 @@
     },
   };
   const layouts = {
-    status: ["cluster-memory", "workers-memory", "nprocessing", "task-stream", "progress"],
+    status: ["cluster-memory", "progress", "workers-memory", "nprocessing", "task-stream"],
     workers: ["workers"], tasks: ["task-stream"], system: ["system", "cluster-memory"],
     profile: ["profile"], groups: ["groups", "progress"],
   };
@@ -254,9 +256,11 @@
     history.push({ t: s.time, memory: s.cluster.memory_process, processing: s.totals.processing,
       tasks: s.cluster.tasks });
     if (history.length > 7200) history = history.slice(-7200);
-    if (s.stalled && Object.keys(s.stalled).length) {
+    // Tasks queued behind busy workers are normal back-pressure, not a stall.
+    const stalled = Object.entries(s.stalled || {}).filter(([k]) => k !== "queued-saturated");
+    if (stalled.length) {
       banner.hidden = false;
-      banner.textContent = "Stalled tasks: " + Object.entries(s.stalled).map(([k, n]) => k + " " + n).join(", ");
+      banner.textContent = "Stalled tasks: " + stalled.map(([k, n]) => k + " " + n).join(", ");
     } else {
       banner.hidden = true;
     }
