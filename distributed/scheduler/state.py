@@ -92,6 +92,14 @@ DEFAULT_TASK_DURATION = 0.5
 _QUEUE_SECONDS = 0.02
 _MAX_TASKS_PER_THREAD = 200
 
+#: Placement (``decide_worker``): seconds a worker spends per task beyond
+#: its compute (messages, thread handoff: about 0.3 ms here), and the round
+#: trip a fetch of a missing input costs before its bytes flow.  With up to
+#: this many workers every running one is a candidate.
+_TASK_OVERHEAD = 0.0005
+_FETCH_LATENCY = 0.002
+_SCAN_ALL_WORKERS = 32
+
 #: Function payloads interned across graphs: at most this many distinct ones,
 #: each at most this large (the cache outlives the tasks that used them).
 _FUNC_CACHE_ENTRIES = 1000
@@ -942,19 +950,35 @@ class SchedulerState:
         return out
 
     def decide_worker(self, ts: TaskState) -> WorkerState | None:
-        """Where to run ``ts``: the worker that minimizes the expected start
-        time (queued work plus moving the inputs it lacks)."""
+        """Where to run ``ts``: the worker where it would start first.
+
+        A worker's cost is its queued work per thread (``occupancy`` plus
+        ``_TASK_OVERHEAD`` per task it holds) plus moving the input bytes it
+        lacks (over ``bandwidth``, plus ``_FETCH_LATENCY`` when anything
+        must move).  So a task goes where most of its input bytes already
+        are unless the queue there is longer than the move; with small
+        inputs, ties go to the least busy.  Only running workers count: a
+        paused or retiring worker gets nothing new.  With up to
+        ``_SCAN_ALL_WORKERS`` workers every one is a candidate; on bigger
+        clusters the holders of the inputs and one idle worker are (the
+        balancer, ``stealing.py``, evens out the rest).
+        """
         valid = self.valid_workers(ts)
+        if valid is not None and ts.actor and valid:  # only restricted tasks and actors get here
+            return self._fewest_actors(valid)
+        total = 0
+        held: dict[WorkerState, int] = {}
+        for dts in ts.dependencies:
+            nbytes = max(dts.nbytes, 0)
+            total += nbytes
+            for ws in dts.who_has:
+                held[ws] = held.get(ws, 0) + nbytes
         if valid is not None:
             candidates = valid
-            if ts.actor and candidates:  # only restricted tasks and actors get here
-                return self._fewest_actors(candidates)
+        elif len(self.workers) <= _SCAN_ALL_WORKERS:
+            candidates = [ws for ws in self.workers.values() if ws.status == "running"]
         else:
-            cands: dict[str, WorkerState] = {}
-            for dts in ts.dependencies:
-                for ws in dts.who_has:
-                    if ws.status == "running":  # a paused worker starts nothing new
-                        cands[ws.address] = ws
+            cands = {ws.address: ws for ws in held if ws.status == "running"}
             ws_idle = self._pick_idle_worker()
             if ws_idle is not None:
                 cands[ws_idle.address] = ws_idle
@@ -968,8 +992,10 @@ class SchedulerState:
         bandwidth = self.bandwidth
 
         def cost(ws: WorkerState):
-            missing = sum(max(dts.nbytes, 0) for dts in ts.dependencies if ws not in dts.who_has)
-            return (ws.occupancy / ws.nthreads + missing / bandwidth, len(ws.processing), ws.address)
+            missing = total - held.get(ws, 0)
+            move = missing / bandwidth + _FETCH_LATENCY if missing > 0 else 0.0
+            queue = (ws.occupancy + len(ws.processing) * _TASK_OVERHEAD) / ws.nthreads
+            return (queue + move, -held.get(ws, 0), len(ws.processing), ws.address)
 
         return min(candidates, key=cost)
 
@@ -1331,6 +1357,11 @@ class SchedulerState:
             del self.aliases[ws.name]
         self.idle.pop(address, None)
         ws.status = "closed"
+        # First, so that it comes before any task message: every worker
+        # drops the fetches it has running from this one (a host cut off
+        # mid-transfer never answers) and plans them again.
+        for other in self.workers:
+            self.worker_msgs[other].append({"op": "worker-removed", "worker": address})
         recs: dict = {}
         processing = list(ws.processing)
         if not safe:

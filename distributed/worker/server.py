@@ -234,6 +234,7 @@ class Worker(Server, WorkerPluginsMixin):
         self._dashboard = dashboard
         self.http_server = None
         self.startstops: dict = {}
+        self._fetches_from: dict[str, asyncio.Task] = {}  # peer -> the fetch running from it
         # Diagnostics (diagnostics/worker_diagnostics.py): thread ident -> key
         # of the task it runs, key -> when it started, key -> its inputs' transfers.
         self.active_threads: dict = {}
@@ -260,6 +261,7 @@ class Worker(Server, WorkerPluginsMixin):
             "acquire-replicas": self._handle_acquire_replicas,
             "refresh-who-has": self._handle_refresh_who_has,
             "steal-request": self._handle_steal_request,
+            "worker-removed": self._handle_worker_removed,
             "close": self._handle_close_request,
         }
         super().__init__(handlers, stream_handlers)
@@ -591,6 +593,17 @@ class Worker(Server, WorkerPluginsMixin):
     def _handle_steal_request(self, key=None, stimulus_id="", **kwargs) -> None:
         self._act(self.state.handle_steal_request(key, stimulus_id))
 
+    def _handle_worker_removed(self, worker=None, **kwargs) -> None:
+        """The scheduler removed a peer: a fetch from it still running is
+        cancelled (a host cut off never answers) and planned again."""
+        fetch = self._fetches_from.pop(worker, None)
+        if fetch is not None and not fetch.done():
+            logger.info("Worker %s: abandoning the fetch from %s, which the scheduler removed",
+                        self.address, worker)
+            fetch.cancel()
+        self.rpc.remove(worker)
+        self._act(self.state.handle_worker_removed(worker))
+
     # ------------------------------------------------------------------
     # The worker's own client
     # ------------------------------------------------------------------
@@ -651,7 +664,7 @@ class Worker(Server, WorkerPluginsMixin):
             if type(inst) is Execute:
                 self._execute(inst.key)
             elif type(inst) is GatherDep:
-                self.spawn(self._gather_dep(inst))
+                self._fetches_from[inst.worker] = self.spawn(self._gather_dep(inst))
         self._flush_scheduler_msgs()
         if self.validate:
             self.state.validate_state()

@@ -453,6 +453,21 @@ class WorkerState:
                 self._fetch_failed(ts)
         return self._next()
 
+    def handle_worker_removed(self, worker: str) -> list:
+        """The scheduler removed ``worker``: it holds nothing any more, and
+        a transfer from it still running is abandoned (the server cancels
+        it), its keys fetched from another holder or asked for again.
+
+        >>> ws = WorkerState(nthreads=1, data={}, address="tcp://me:1")
+        >>> ws.handle_compute_task("y", "spec", who_has={"x": ["tcp://gone:1"]})
+        [GatherDep(worker='tcp://gone:1', keys=['x'], nbytes=0)]
+        >>> ws.handle_worker_removed("tcp://gone:1"), ws.tasks["x"].state
+        ([], 'missing')
+        """
+        requested = [ts.key for ts in self.in_flight_workers.get(worker, ())]
+        self.log.append((worker, "worker-removed", requested))
+        return self.handle_gather_dep_failure(worker, requested)
+
     def handle_gather_dep_error(self, worker: str, requested: Iterable, error: dict) -> list:
         """``worker`` cannot send these keys however often we ask (a value
         over the maximum message size): the tasks here that wait for them
