@@ -11,7 +11,10 @@ with open(os.path.join(here, "README.rst")) as f:
 
 extras_require = {
     # cryptography: the tests generate their own CA and certificates.
-    "test": ["pytest >= 7", "pytest-timeout >= 2", "hypothesis >= 6", "numpy", "cryptography"],
+    # asyncssh: SSHCluster's tests run against a loopback sshd (test_ssh.py).
+    "test": ["pytest >= 7", "pytest-timeout >= 2", "hypothesis >= 6", "numpy", "cryptography", "asyncssh >= 2.14"],
+    # SSHCluster (distributed/deploy/ssh.py) starts remote processes over asyncssh.
+    "ssh": ["asyncssh >= 2.14"],
     # Security.temporary() (self-signed credentials made on the fly) needs it.
     "tls": ["cryptography"],
     "dask": ["dask[array,dataframe,bag] >= 2025.1", "numpy", "pandas"],
@@ -32,6 +35,7 @@ setup(
         "console_scripts": [
             "dask-scheduler=distributed.cli.dask_scheduler:main",
             "dask-worker=distributed.cli.dask_worker:main",
+            "dask-spec=distributed.cli.dask_spec:main",
         ]
     },
     classifiers=[

@@ -35,7 +35,10 @@ if TYPE_CHECKING:  # for type checkers and editors; the import map is what runs
     from distributed.comm import connect  # noqa: F401
     from distributed.context import default_client, get_worker  # noqa: F401
     from distributed.core import Status, rpc  # noqa: F401
+    from distributed.deploy.adaptive import Adaptive  # noqa: F401
     from distributed.deploy.local import LocalCluster  # noqa: F401
+    from distributed.deploy.spec import SpecCluster  # noqa: F401
+    from distributed.deploy.ssh import SSHCluster  # noqa: F401
     from distributed.exceptions import (  # noqa: F401
         CancelledError,
         FutureLost,

@@ -248,9 +248,9 @@ def test_old_submodule_path_does_not_replace_the_name_of_the_same_name():
 
 def test_module_whose_names_are_all_pending_cannot_be_imported():
     with pytest.raises(ImportError, match="issue 15") as info:
-        import distributed.deploy.spec  # noqa: F401
-    assert "SpecCluster" in str(info.value) and "not built yet" in str(info.value)
-    assert "distributed.deploy.spec" not in sys.modules
+        import distributed.deploy.subprocess  # noqa: F401
+    assert "SubprocessCluster" in str(info.value) and "not built yet" in str(info.value)
+    assert "distributed.deploy.subprocess" not in sys.modules
 
 
 def test_shuffle_path_is_the_module_that_says_p2p_is_unavailable():
