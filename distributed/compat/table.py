@@ -217,6 +217,7 @@ TABLE: dict[str, dict[str, str]] = {
         **_at("distributed.config", "parse_bytes", "parse_timedelta", "format_bytes", "format_time"),
         **_at("distributed.exceptions", "TimeoutError", "CancelledError"),
         "wait_for": "asyncio:wait_for",
+        "SyncMethodMixin": "distributed.deploy.cluster:SyncMethodMixin",  # dask-jobqueue's runners
     },
     "distributed.utils_comm": {"WrappedKey": "dask._task_spec:TaskRef"},
     "distributed.compatibility": {

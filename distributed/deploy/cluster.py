@@ -26,14 +26,45 @@ from distributed import config
 from distributed.core import Status, rpc
 from distributed.utils import Log, Logs, LoopRunner, in_thread_of, sync
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "SyncMethodMixin"]
 
 logger = logging.getLogger(__name__)
 
 _LOG_LENGTH = 10_000
 
 
-class Cluster:
+class SyncMethodMixin:
+    """``sync`` and ``asynchronous`` for an object with a ``loop`` (and an
+    ``_asynchronous`` flag): its methods block from other threads and return
+    awaitables when called asynchronously on the loop.  Upstream's
+    ``distributed.utils.SyncMethodMixin``, which dask-jobqueue's runners use.
+
+    >>> class Thing(SyncMethodMixin):               # doctest: +SKIP
+    ...     def ping(self):
+    ...         return self.sync(self._ping)
+    """
+
+    @property
+    def asynchronous(self) -> bool:
+        """Whether calls return awaitables (an asynchronous object, called
+        from the thread of its loop)."""
+        return bool(getattr(self, "_asynchronous", False)) and in_thread_of(self.loop)
+
+    def sync(self, func, *args, asynchronous: bool | None = None, callback_timeout: float | None = None,
+             **kwargs):
+        """Call coroutine function ``func``: block until done from another
+        thread, or return the awaitable in asynchronous mode.
+
+        >>> info = cluster.sync(cluster._get_scheduler_info)  # doctest: +SKIP
+        """
+        callback_timeout = config.parse_timedelta(callback_timeout)
+        if asynchronous or (asynchronous is None and self.asynchronous):
+            coro = func(*args, **kwargs)
+            return asyncio.wait_for(coro, callback_timeout) if callback_timeout else coro
+        return sync(self.loop, func, *args, callback_timeout=callback_timeout, **kwargs)
+
+
+class Cluster(SyncMethodMixin):
     """The base of cluster objects (``SpecCluster``, ``LocalCluster``, ...).
 
     >>> cluster = LocalCluster(n_workers=1, processes=False)  # doctest: +SKIP
@@ -72,24 +103,6 @@ class Cluster:
     @name.setter
     def name(self, name: str) -> None:
         self._name = name
-
-    @property
-    def asynchronous(self) -> bool:
-        """Whether calls return awaitables (an asynchronous cluster, called
-        from the thread of its loop)."""
-        return self._asynchronous and in_thread_of(self.loop)
-
-    def sync(self, func, *args, asynchronous: bool | None = None, callback_timeout: float | None = None,
-             **kwargs):
-        """Call coroutine function ``func``: block until done from another
-        thread, or return the awaitable in asynchronous mode.
-
-        >>> info = cluster.sync(cluster._get_scheduler_info)  # doctest: +SKIP
-        """
-        if asynchronous or (asynchronous is None and self.asynchronous):
-            coro = func(*args, **kwargs)
-            return asyncio.wait_for(coro, callback_timeout) if callback_timeout else coro
-        return sync(self.loop, func, *args, callback_timeout=callback_timeout, **kwargs)
 
     # -- the scheduler ----------------------------------------------------
 
