@@ -98,17 +98,20 @@ class TaskStreamPlugin:
 
     def record(self, msg: dict, status: str = "OK") -> None:
         """Add the record of one finished task, from a worker's message."""
-        typename = msg.get("type")
+        get = msg.get
+        typename = get("type")
+        # The startstops dicts are fresh from the wire: kept, not copied.
+        startstops = get("startstops")
         self.buffer.append({
-            "key": msg.get("key"),
+            "key": get("key"),
             "status": status,
-            "nbytes": msg.get("nbytes", -1),
+            "nbytes": get("nbytes", -1),
             "type": typename,
             "typename": typename,
             "metadata": {},
-            "thread": msg.get("thread"),
-            "worker": msg.get("worker"),
-            "startstops": [dict(ss) for ss in msg.get("startstops") or ()],
+            "thread": get("thread"),
+            "worker": get("worker"),
+            "startstops": list(startstops) if startstops else [],
         })
         self.index += 1
 
