@@ -43,9 +43,6 @@ from distributed.batched import BatchedSend
 from distributed.client.control import ClusterControl
 from distributed.client.data import DataMovement, _Datasets
 from distributed.client.diagnostics import DiagnosticsMethods
-from distributed.client.diagnostics import DiagnosticsMethods
-from distributed.client.diagnostics import DiagnosticsMethods
-from distributed.client.diagnostics import DiagnosticsMethods
 from distributed.client.events import EventMethods
 from distributed.client.introspection import Introspection
 from distributed.client.plugins import PluginMethods

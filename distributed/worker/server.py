@@ -40,9 +40,6 @@ from distributed.context import get_worker
 from distributed.core import Server, Status
 from distributed.dask_graphs import run_node
 from distributed.diagnostics.worker_diagnostics import WorkerDiagnostics
-from distributed.diagnostics.worker_diagnostics import WorkerDiagnostics
-from distributed.diagnostics.worker_diagnostics import WorkerDiagnostics
-from distributed.diagnostics.worker_diagnostics import WorkerDiagnostics
 from distributed.exceptions import Reschedule, error_message
 from distributed.preloading import start_preloads, teardown_preloads
 from distributed.protocol import MessageTooLargeError, Serialize
@@ -786,33 +783,6 @@ class Worker(Server, WorkerPluginsMixin):
                                                         startstops, thread))
         else:
             self._act(self.state.handle_execute_failure(key, _task_error_fields(result), startstops, thread))
-
-    def _note_transfer(self, inst: GatherDep, data: dict, start: float, stop: float) -> None:
-        """Keep the transfer time of fetched keys until the task that needs
-        them finishes (its task-stream record shows them); bounded."""
-        for key in data:
-            self._transfers[key] = {"action": "transfer", "start": start, "stop": stop,
-                                    "source": inst.worker, "nbytes": inst.nbytes}
-        while len(self._transfers) > 10_000:
-            self._transfers.pop(next(iter(self._transfers)))
-
-    def _note_transfer(self, inst: GatherDep, data: dict, start: float, stop: float) -> None:
-        """Keep the transfer time of fetched keys until the task that needs
-        them finishes (its task-stream record shows them); bounded."""
-        for key in data:
-            self._transfers[key] = {"action": "transfer", "start": start, "stop": stop,
-                                    "source": inst.worker, "nbytes": inst.nbytes}
-        while len(self._transfers) > 10_000:
-            self._transfers.pop(next(iter(self._transfers)))
-
-    def _note_transfer(self, inst: GatherDep, data: dict, start: float, stop: float) -> None:
-        """Keep the transfer time of fetched keys until the task that needs
-        them finishes (its task-stream record shows them); bounded."""
-        for key in data:
-            self._transfers[key] = {"action": "transfer", "start": start, "stop": stop,
-                                    "source": inst.worker, "nbytes": inst.nbytes}
-        while len(self._transfers) > 10_000:
-            self._transfers.pop(next(iter(self._transfers)))
 
     def _note_transfer(self, inst: GatherDep, data: dict, start: float, stop: float) -> None:
         """Keep the transfer time of fetched keys until the task that needs
