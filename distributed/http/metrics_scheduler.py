@@ -11,15 +11,25 @@ Runs on the scheduler's event loop.
 """
 from __future__ import annotations
 
+import functools
 import time
 
 from distributed.http.metrics_process import GCTimer, process_families
-from distributed.http.prometheus import MetricFamily
+from distributed.http.prometheus import MetricFamily, label_set
 
 __all__ = ["collect"]
 
 _TASK_STATES = ("released", "waiting", "no-worker", "queued", "processing", "memory", "erred")
+_TASK_STATE_SET = frozenset(_TASK_STATES)
 _WORKER_STATES = ("idle", "partially_saturated", "saturated", "paused", "retiring")
+
+
+@functools.lru_cache(maxsize=16384)
+def _prefix_labels(prefix: str, state: str | None = None) -> str:
+    """The rendered label set of a prefix (and state), kept between scrapes."""
+    if state is None:
+        return label_set(task_prefix_name=prefix)
+    return label_set(task_prefix_name=prefix, state=state)
 
 
 def _one(name: str, kind: str, help_: str, value: float) -> MetricFamily:
@@ -92,14 +102,21 @@ def collect(http) -> list[MetricFamily]:
     totals_f = MetricFamily(ns + "prefix_state_totals", "counter",
                             "Accumulated count of task prefix in each state",
                             labels=("task_prefix_name", "state"))
+    # One rendered label set per prefix, shared by its five families; the
+    # samples lists are appended to directly (this loop runs per prefix).
+    suspicious_counts = tracker.suspicious
+    add_susp, add_comp = suspicious.samples.append, compute.samples.append
+    add_xfer, add_out, add_tot = transfer.samples.append, output.samples.append, totals_f.samples.append
     for p in prefixes:
-        suspicious.add(tracker.suspicious.get(p.name, 0), task_prefix_name=p.name)
-        compute.add(p.compute_seconds, task_prefix_name=p.name)
-        transfer.add(0.0, task_prefix_name=p.name)  # transfers are not timed per prefix yet
-        output.add(max(p.nbytes, 0), task_prefix_name=p.name)
-        for s in _TASK_STATES:
-            if s in p.entered:
-                totals_f.add(p.entered[s], task_prefix_name=p.name, state=s)
+        name = p.name
+        lbl = _prefix_labels(name)
+        add_susp((lbl, suspicious_counts.get(name, 0)))
+        add_comp((lbl, p.compute_seconds))
+        add_xfer((lbl, 0.0))  # transfers are not timed per prefix yet
+        add_out((lbl, p.nbytes if p.nbytes > 0 else 0))
+        for s, n in p.entered.items():
+            if n and s in _TASK_STATE_SET:
+                add_tot((_prefix_labels(name, s), n))
     fams += [suspicious,
              _one(ns + "task_groups", "gauge", "Number of task groups known by scheduler",
                   sum(1 for p in prefixes if p.ntasks > 0)),

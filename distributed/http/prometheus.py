@@ -10,12 +10,13 @@ Pure functions; safe from any thread.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 
 from distributed.http.base import BaseHandler
 
-__all__ = ["MetricFamily", "render", "CONTENT_TYPE", "MetricsHandler"]
+__all__ = ["MetricFamily", "render", "label_set", "CONTENT_TYPE", "MetricsHandler"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -45,26 +46,57 @@ class MetricFamily:
         self.kind = kind
         self.help = help
         self.labels = tuple(labels)
-        self.samples: list[tuple[tuple[str, ...], float]] = []
+        self.samples: list[tuple[str, float]] = []  # (rendered label set, value)
 
     def add(self, value: float, **labels: str) -> None:
-        """Add one sample; ``labels`` must be exactly the family's label names."""
-        if set(labels) != set(self.labels):
-            raise ValueError(f"{self.name}: labels {sorted(labels)} != {sorted(self.labels)}")
-        self.samples.append((tuple(str(labels[n]) for n in self.labels), value))
+        """Add one sample; ``labels`` must be exactly the family's label names.
+
+        The label set is written out here (escaped once), so that rendering
+        a scrape with thousands of series is a join of ready strings.
+        """
+        names = self.labels
+        if len(labels) != len(names):
+            raise ValueError(f"{self.name}: labels {sorted(labels)} != {sorted(names)}")
+        if names:
+            try:
+                text = ",".join([f'{n}="{_escape_label(str(labels[n]))}"' for n in names])
+            except KeyError:
+                raise ValueError(f"{self.name}: labels {sorted(labels)} != {sorted(names)}") from None
+            self.samples.append(("{" + text + "}", value))
+        else:
+            self.samples.append(("", value))
+
+    def add_labelled(self, labels: str, value: float) -> None:
+        """Add a sample whose label set ``labels`` comes from ``label_set`` (the
+        fast path for one label set reused across families)."""
+        self.samples.append((labels, value))
 
     @property
     def sample_name(self) -> str:
         return self.name + "_total" if self.kind == "counter" else self.name
 
 
+@functools.lru_cache(maxsize=4096)
 def _escape_label(value: str) -> str:
     r"""Escape a label value as the format asks (backslash, quote, newline).
+
+    Cached: the same prefix names come back in several families and scrapes.
 
     >>> _escape_label('a"b\\c\nd')
     'a\\"b\\\\c\\nd'
     """
+    if "\\" not in value and '"' not in value and "\n" not in value:
+        return value
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def label_set(**labels: str) -> str:
+    """A rendered label set, for ``MetricFamily.add_labelled``.
+
+    >>> label_set(task_prefix_name='a"b')
+    '{task_prefix_name="a\\"b"}'
+    """
+    return "{" + ",".join(f'{n}="{_escape_label(str(v))}"' for n, v in labels.items()) + "}"
 
 
 def _escape_help(value: str) -> str:
@@ -78,9 +110,9 @@ def _number(value: float) -> str:
     ('1.0', '+Inf', 'NaN')
     """
     v = float(value)
-    if math.isnan(v):
+    if v != v:
         return "NaN"
-    if math.isinf(v):
+    if v in (math.inf, -math.inf):
         return "+Inf" if v > 0 else "-Inf"
     return repr(v)
 
@@ -93,12 +125,10 @@ def render(families: Iterable[MetricFamily]) -> str:
         out.append(f"# HELP {f.sample_name} {_escape_help(f.help)}\n")
         out.append(f"# TYPE {f.sample_name} {f.kind}\n")
         name = f.sample_name
-        for values, v in f.samples:
-            if values:
-                labels = ",".join(f'{n}="{_escape_label(x)}"' for n, x in zip(f.labels, values))
-                out.append(f"{name}{{{labels}}} {_number(v)}\n")
-            else:
-                out.append(f"{name} {_number(v)}\n")
+        for labels, v in f.samples:
+            v = float(v)
+            # repr of a finite float is the format's number; the rest is rare.
+            out.append(f"{name}{labels} {repr(v) if v - v == 0 else _number(v)}\n")
     return "".join(out)
 
 
