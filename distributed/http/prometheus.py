@@ -93,8 +93,8 @@ def _escape_label(value: str) -> str:
 def label_set(**labels: str) -> str:
     """A rendered label set, for ``MetricFamily.add_labelled``.
 
-    >>> label_set(task_prefix_name='a"b')
-    '{task_prefix_name="a\\"b"}'
+    >>> label_set(task_prefix_name="inc", state="memory")
+    '{task_prefix_name="inc",state="memory"}'
     """
     return "{" + ",".join(f'{n}="{_escape_label(str(v))}"' for n, v in labels.items()) + "}"
 
