@@ -492,6 +492,8 @@ class Scheduler(Server, SchedulerPluginsMixin):
         ws.last_seen = time.time()
         if metrics:
             ws.metrics = dict(metrics)
+            if metrics.get("bandwidth"):  # measured by the worker's fetches
+                self.state.note_bandwidth(metrics["bandwidth"])
         return {"status": "OK", "time": time.time()}
 
     def _check_worker_ttl(self) -> None:

@@ -999,6 +999,18 @@ class SchedulerState:
 
         return min(candidates, key=cost)
 
+    def note_bandwidth(self, rate: float) -> None:
+        """A worker measured ``rate`` bytes/s fetching from its peers: the
+        estimate that placement and stealing use moves halfway towards it
+        (it starts at ``distributed.scheduler.bandwidth``).
+
+        >>> state = SchedulerState(bandwidth=100e6)
+        >>> state.note_bandwidth(300e6); state.bandwidth
+        200000000.0
+        """
+        if isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0:
+            self.bandwidth = 0.5 * (self.bandwidth + float(rate))
+
     def _fewest_actors(self, candidates: list[WorkerState]) -> WorkerState:
         """The candidate where the fewest actors live (or are being made),
         then the least busy: actors spread over the workers, since each

@@ -232,6 +232,7 @@ class Worker(Server, WorkerPluginsMixin):
         self.http_server = None
         self.startstops: dict = {}
         self._fetches_from: dict[str, asyncio.Task] = {}  # peer -> the fetch running from it
+        self.bandwidth: float | None = None  # bytes/s of fetches from peers, once measured
         # Diagnostics (diagnostics/worker_diagnostics.py): thread ident -> key
         # of the task it runs, key -> when it started, key -> its inputs' transfers.
         self.active_threads: dict = {}
@@ -443,6 +444,17 @@ class Worker(Server, WorkerPluginsMixin):
             "memory": proc.memory_info().rss,
             "cpu": 0.0,
         }
+        if self.bandwidth is not None:  # once measured (_note_bandwidth)
+            out["bandwidth"] = self.bandwidth
+        return out
+
+    def _note_bandwidth(self, nbytes: int, seconds: float) -> None:
+        """Learn the bytes per second of fetches from peers (reported in
+        heartbeats; the scheduler's placement and stealing use it).  Small
+        transfers measure latency, not bandwidth, and are left out."""
+        if nbytes >= 1_000_000 and seconds > 0:
+            rate = nbytes / seconds
+            self.bandwidth = rate if self.bandwidth is None else 0.5 * (self.bandwidth + rate)
 
     async def close(self, report: bool = True, timeout: float = 10, executor_wait: bool = True,
                     nanny: bool = True, **kwargs) -> None:
@@ -800,6 +812,7 @@ class Worker(Server, WorkerPluginsMixin):
             start = time.time()
             response = await self.rpc(inst.worker).get_data(keys=inst.keys, who=self.address)
             data = response.get("data", {}) if isinstance(response, dict) else {}
+            self._note_bandwidth(inst.nbytes, time.time() - start)
             self._note_transfer(inst, data, start, time.time())
             instructions = self.state.handle_gather_dep_success(inst.worker, inst.keys, data)
         except MessageTooLargeError as e:  # asking again would fail again: the tasks fail
