@@ -167,7 +167,7 @@ def test_bad_secret_types():
         ServerHandshake(secret=123)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # examples: the hypothesis profile (conftest.py)
 @given(st.binary(max_size=200))
 def test_parse_client_hello_any_bytes(data):
     try:
@@ -178,7 +178,7 @@ def test_parse_client_hello_any_bytes(data):
     assert len(hello.nonce) == 32
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)  # examples: the hypothesis profile (conftest.py)
 @given(st.binary(max_size=200))
 def test_parse_server_hello_any_bytes(data):
     try:
@@ -189,7 +189,7 @@ def test_parse_server_hello_any_bytes(data):
     assert isinstance(hello.status, Status) and isinstance(hello.mode, Mode)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)  # examples: the hypothesis profile (conftest.py)
 @given(st.binary(min_size=36, max_size=36), st.integers(0, 255), st.integers(0, 255))
 def test_server_handshake_any_client_hello(tail, version, flags):
     data = MAGIC + bytes([version, flags]) + tail[:34]
@@ -201,7 +201,7 @@ def test_server_handshake_any_client_hello(tail, version, flags):
     assert parse_server_hello(reply).status in set(Status)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)  # examples: the hypothesis profile (conftest.py)
 @given(st.binary(max_size=64))
 def test_server_handshake_any_proof(proof):
     client, server = ClientHandshake(SECRET), ServerHandshake(SECRET)

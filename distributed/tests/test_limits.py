@@ -214,7 +214,7 @@ async def test_huge_length_prefix_closes_only_that_comm():
     """F15: an authenticated peer announcing a 2**62-byte frame loses its
     connection (no allocation); the server carries on."""
     sec = Security(auth_secret=SECRET)
-    async with Scheduler(security=sec, dashboard_address=None) as s:
+    async with Scheduler(port=0, security=sec, dashboard_address=None) as s:
         comm = await connect(s.address, **sec.get_connection_args("client"))
         await comm.stream.write(struct.pack("<Q", 1) + struct.pack("<Q", 2**62))
         with pytest.raises(CommClosedError):  # the server hangs up on us
@@ -264,7 +264,7 @@ async def test_http_request_on_an_authenticated_port():
 
 @gen_test()
 async def test_garbage_on_a_plain_server_port_keeps_it_serving():
-    async with Scheduler(dashboard_address=None) as s:
+    async with Scheduler(port=0, dashboard_address=None) as s:
         port = int(s.address.rsplit(":", 1)[1])
         reader, writer = await _raw(port)
         writer.write(b"GET / HTTP/1.1\r\n\r\n")
@@ -283,7 +283,7 @@ async def test_cluster_serves_through_a_storm():
     trying and then computes; nothing in the cluster is lost."""
     sec = Security(auth_secret=SECRET)
     with config.set({"distributed.comm.max-connections": 40}):
-        async with Scheduler(security=sec, dashboard_address=None) as s, \
+        async with Scheduler(port=0, security=sec, dashboard_address=None) as s, \
                 Worker(s.address, nthreads=1, security=sec) as w:
             port = int(s.address.rsplit(":", 1)[1])
             used = s.listener.admission.connections
