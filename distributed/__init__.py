@@ -39,6 +39,8 @@ if TYPE_CHECKING:  # for type checkers and editors; the import map is what runs
     from distributed.deploy.local import LocalCluster  # noqa: F401
     from distributed.deploy.spec import SpecCluster  # noqa: F401
     from distributed.deploy.ssh import SSHCluster  # noqa: F401
+    from distributed.diagnostics.perf_report import performance_report  # noqa: F401
+    from distributed.diagnostics.task_stream import get_task_stream  # noqa: F401
     from distributed.exceptions import (  # noqa: F401
         CancelledError,
         FutureLost,

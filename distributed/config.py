@@ -70,6 +70,8 @@ defaults: dict[str, Any] = {
             "validate": False,
             "pickle": True,
             "locks": {"lease-validation-interval": "10s", "lease-timeout": "30s"},
+            # The task stream the scheduler always records (diagnostics/task_stream.py).
+            "dashboard": {"tasks": {"task-stream-length": 100_000}},
         },
         "worker": {
             "blocked-handlers": [],
@@ -155,6 +157,9 @@ defaults: dict[str, Any] = {
                 "client": {"cert": None, "key": None},
             },
         },
+        # client.why (diagnostics/why.py): when running work counts as stalled.
+        "diagnostics": {"why": {"outlier-factor": 40, "outlier-min-duration": "5s",
+                                "stale-after": "30s"}},
         "dashboard": {
             "link": "{scheme}://{host}:{port}/status",
             # The event stream's tick (only while a tab listens) and the task-stream ring.
