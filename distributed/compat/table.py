@@ -218,6 +218,9 @@ TABLE: dict[str, dict[str, str]] = {
         **_at("distributed.exceptions", "TimeoutError", "CancelledError"),
         "wait_for": "asyncio:wait_for",
         "SyncMethodMixin": "distributed.deploy.cluster:SyncMethodMixin",  # dask-jobqueue's runners
+        # cluster managers (dask-cloudprovider, dask-kubernetes) use these
+        **_at("distributed.deploy.utils", "format_dashboard_link", "warn_on_duration", "serialize_for_cli",
+              "deserialize_for_cli", "cli_keywords"),
     },
     "distributed.utils_comm": {"WrappedKey": "dask._task_spec:TaskRef"},
     "distributed.compatibility": {
@@ -297,7 +300,8 @@ TABLE: dict[str, dict[str, str]] = {
     "distributed.deploy.spec": _at("distributed.deploy.spec", "SpecCluster", "ProcessInterface", "NoOpAwaitable"),
     "distributed.deploy.adaptive": _at("distributed.deploy.adaptive", "Adaptive"),
     "distributed.deploy.adaptive_core": _at("distributed.deploy.adaptive_core", "AdaptiveCore"),
-    "distributed.deploy.ssh": _at("distributed.deploy.ssh", "SSHCluster"),
+    "distributed.deploy.ssh": _at("distributed.deploy.ssh", "SSHCluster", "Scheduler", "Worker"),
+    "distributed.deploy.utils": {"nprocesses_nthreads": "distributed.deploy.local:nprocesses_nthreads"},
     "distributed.deploy.subprocess": {"SubprocessCluster": DEPLOY},
     "distributed.shuffle": {"P2PUnavailableError": "distributed.shuffle:P2PUnavailableError"},
     "distributed.joblib": {"DistributedBackend": ECOSYSTEM},  # 1.x: importing it registered a backend

@@ -237,10 +237,10 @@ class Cluster(SyncMethodMixin):
         port = (self.scheduler_info.get("services") or {}).get("dashboard")
         if not port or not self.scheduler_address:
             return None
-        scheme, _, rest = self.scheduler_address.partition("://")
-        host = rest.rsplit(":", 1)[0]
-        template = config.get("distributed.dashboard.link")
-        return template.format(scheme="https" if scheme == "tls" else "http", host=host, port=port)
+        from distributed.deploy.utils import format_dashboard_link
+
+        host = self.scheduler_address.partition("://")[2].rsplit(":", 1)[0].strip("[]")
+        return format_dashboard_link(host, port)
 
     def _log(self, message: str) -> None:
         """Record what the cluster manager did (``cluster.logs``) and log it."""

@@ -14,6 +14,7 @@ asynchronously (``await LocalCluster(asynchronous=True)``).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
@@ -41,9 +42,8 @@ def nprocesses_nthreads(n: int | None = None) -> tuple[int, int]:
     n = n or os.cpu_count() or 1
     if n <= 4:
         return n, 1
-    processes = max(2, int(n**0.5))
-    while n % processes:
-        processes -= 1
+    # The smallest divisor of n at least sqrt(n): no more threads than processes.
+    processes = next(p for p in range(math.ceil(n**0.5), n + 1) if n % p == 0)
     return processes, n // processes
 
 

@@ -85,11 +85,11 @@ class ProcessInterface:
             return self
         return _().__await__()
 
-    async def start(self) -> None:
+    async def start(self, **kwargs) -> None:
         """Start the process; subclasses end with ``await super().start()``."""
         self.status = Status.running
 
-    async def close(self) -> None:
+    async def close(self, **kwargs) -> None:
         """Stop the process; subclasses end with ``await super().close()``."""
         self.status = Status.closed
         self._event_finished.set()

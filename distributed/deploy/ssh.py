@@ -29,7 +29,7 @@ from typing import Any
 from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 
-__all__ = ["SSHCluster"]
+__all__ = ["SSHCluster", "Scheduler", "Worker", "Process"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +51,10 @@ def _local_host(host: str) -> str:
     return "127.0.0.1" if host in ("localhost", "127.0.0.1", "::1") else host
 
 
-class _RemoteProcess(ProcessInterface):
-    """One ``dask_spec`` process on ``address`` (a host name) over SSH."""
+class Process(ProcessInterface):
+    """One ``dask_spec`` process on ``address`` (a host name) over SSH: the
+    base of ``Scheduler`` and ``Worker`` here, which SpecClusters of one's
+    own (and upstream code) use as spec classes."""
 
     marker = ""
 
@@ -127,11 +129,11 @@ class _RemoteProcess(ProcessInterface):
         await super().close()
 
 
-class _SSHScheduler(_RemoteProcess):
+class Scheduler(Process):
     marker = "Scheduler at: "
 
     def __init__(self, address: str, connect_options: dict | None = None, kwargs: dict | None = None,
-                 remote_python: str | None = None, name: Any = None):
+                 remote_python: str | None = None, name: Any = None, loop=None):
         super().__init__(address, connect_options, remote_python, name)
         self.kwargs = {"host": _local_host(address), **(kwargs or {})}
 
@@ -143,12 +145,15 @@ class _SSHScheduler(_RemoteProcess):
         await super().start()
 
 
-class _SSHWorker(_RemoteProcess):
+class Worker(Process):
     marker = "Worker at: "
 
     def __init__(self, scheduler: str, address: str, connect_options: dict | None = None,
                  kwargs: dict | None = None, worker_class: str = "distributed.Nanny",
-                 remote_python: str | None = None, name: Any = None):
+                 remote_python: str | None = None, name: Any = None, loop=None,
+                 worker_module: str = "deprecated"):
+        if worker_module != "deprecated":
+            raise ValueError("ssh Worker(worker_module=) is gone (as upstream): use worker_class=")
         super().__init__(address, connect_options, remote_python, name)
         self.scheduler = scheduler
         self.worker_class = worker_class
@@ -221,10 +226,10 @@ def SSHCluster(hosts: list[str], connect_options: dict | list[dict] | None = Non
     def per_host(value, i):
         return value[i] if isinstance(value, list) else value
 
-    scheduler = {"cls": _SSHScheduler, "options": {
+    scheduler = {"cls": Scheduler, "options": {
         "address": hosts[0], "connect_options": per_host(connect_options, 0) or {},
         "kwargs": scheduler_options or {}, "remote_python": per_host(remote_python, 0)}}
-    workers = {i: {"cls": _SSHWorker, "options": {
+    workers = {i: {"cls": Worker, "options": {
         "address": host, "connect_options": per_host(connect_options, i + 1) or {},
         "kwargs": worker_options or {}, "worker_class": worker_class,
         "remote_python": per_host(remote_python, i + 1)}}

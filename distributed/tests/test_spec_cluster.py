@@ -174,3 +174,93 @@ async def test_remote_scheduler_info_is_synced():
         await async_wait_for(lambda: len(cluster.scheduler_info["workers"]) == 2, timeout=10)
         await cluster.scale(1)
         await async_wait_for(lambda: len(cluster.scheduler_info["workers"]) == 1, timeout=10)
+
+
+# -- the contract dask-jobqueue, dask-kubernetes (classic) and dask-cloudprovider use --
+
+
+def test_names_cluster_managers_import():
+    from distributed.core import Status as S
+    from distributed.deploy import Cluster as C  # noqa: F401
+    from distributed.deploy import ProcessInterface as P  # noqa: F401
+    from distributed.deploy.local import nprocesses_nthreads
+    from distributed.deploy.ssh import Scheduler as SSHScheduler  # noqa: F401
+    from distributed.deploy.ssh import Worker as SSHWorker  # noqa: F401
+    from distributed.deploy.utils import nprocesses_nthreads as same
+    from distributed.utils import (
+        Log,  # noqa: F401
+        Logs,  # noqa: F401
+        SyncMethodMixin,  # noqa: F401
+        cli_keywords,
+        deserialize_for_cli,
+        format_dashboard_link,
+        serialize_for_cli,
+        warn_on_duration,
+    )
+
+    assert S.created == "created" and same is nprocesses_nthreads
+    assert nprocesses_nthreads(32) == (8, 4) and nprocesses_nthreads(4) == (4, 1)
+    assert cli_keywords({"nthreads": 2, "nanny": False}, cls=Worker) == ["--nthreads", "2", "--no-nanny"]
+    with pytest.raises(ValueError, match="does not take"):
+        cli_keywords({"bogus": 1}, cls=Worker)
+    assert deserialize_for_cli(serialize_for_cli({"a": 1})) == {"a": 1}
+    assert format_dashboard_link("10.0.0.1", 8787) == "http://10.0.0.1:8787/status"
+    with pytest.warns(UserWarning, match="slow"):
+        with warn_on_duration(0, "slow"):
+            pass
+
+
+class Job(ProcessInterface):
+    """Shaped like dask-jobqueue's Job: scheduler address first, name by
+    keyword, ``super().__init__()`` without arguments, start(**kwargs)."""
+
+    def __init__(self, scheduler=None, name=None, cores=1, **kwargs):
+        self.scheduler = scheduler
+        super().__init__()
+        self.name = name
+        self.cores = cores
+
+    async def start(self, **kwargs):
+        self.worker = await Worker(self.scheduler, name=self.name, nthreads=self.cores)
+        await super().start(**kwargs)
+
+    async def close(self, **kwargs):
+        await self.worker.close()
+        await super().close(**kwargs)
+
+
+class JobQueueLikeCluster(SpecCluster):
+    def __init__(self, n_workers=0, **kwargs):
+        self.status = Status.created  # set before SpecCluster.__init__, as dask-jobqueue does
+        super().__init__(scheduler=SCHED, worker={"cls": Job, "options": {"cores": 1}}, **kwargs)
+        if n_workers:
+            self.scale(n_workers)
+
+    def _new_worker_name(self, worker_number):
+        return f"{self._name}-{worker_number}"
+
+
+class KubeLikeCluster(SpecCluster):
+    """Sets its specs in ``_start`` (dask-kubernetes classic, dask-cloudprovider)."""
+
+    async def _start(self):
+        self.scheduler_spec = SCHED
+        self.new_spec = {"cls": Job, "options": {}}
+        self.worker_spec = {i: self.new_spec for i in range(2)}
+        await super()._start()
+
+
+def test_jobqueue_and_kube_shaped_subclasses():
+    with JobQueueLikeCluster(n_workers=2, name="jq") as cluster:
+        assert set(cluster.workers) == {"jq-0", "jq-1"}
+        with Client(cluster) as c:
+            assert c.submit(inc, 1).result() == 2
+        cluster.scale(1)
+        wait_for(lambda: len(cluster.scheduler_info["workers"]) == 1)
+        adaptive = cluster.adapt(minimum=0, maximum=2, interval="50ms")
+        assert adaptive.maximum == 2
+    assert cluster.status == Status.closed
+    with KubeLikeCluster() as cluster:
+        wait_for(lambda: len(cluster.scheduler_info["workers"]) == 2)
+        cluster.scale(3)
+        assert len(cluster.workers) == 3
