@@ -219,7 +219,9 @@ def test_module_made_from_the_table():
 def test_package_made_from_the_table_has_submodules():
     import distributed.http as http
 
-    assert http.__path__ == []
+    # distributed.http is a real package now (the dashboard); the table still
+    # gives it the submodules of names not built yet.
+    assert http.__path__ and http.__file__.endswith("__init__.py")
     with pytest.raises(ImportError, match="issue 13"):
         importlib.import_module("distributed.http.routing")
     with pytest.raises(ImportError, match="issue 13"):
