@@ -110,6 +110,7 @@ class Scheduler(Server, SchedulerPluginsMixin):
             validate=validate,
             bandwidth=config.get("distributed.scheduler.bandwidth"),
             transition_log_length=config.get("distributed.scheduler.transition-log-length"),
+            worker_saturation=config.get("distributed.scheduler.worker-saturation"),
         )
         self.worker_ttl = config.get_timedelta("distributed.scheduler.worker-ttl", worker_ttl)
         self.scheduler_file = scheduler_file

@@ -403,7 +403,18 @@ class SchedulerState:
     """
 
     def __init__(self, allowed_failures: int = 3, validate: bool = False,
-                 bandwidth: float = 100e6, transition_log_length: int = 100_000):
+                 bandwidth: float = 100e6, transition_log_length: int = 100_000,
+                 worker_saturation: float | str = 1.1):
+        try:
+            saturation = float(worker_saturation)
+        except (TypeError, ValueError):
+            saturation = math.nan
+        if not saturation > 0:  # also NaN
+            raise ValueError(f"worker-saturation must be a positive number or 'inf', not "
+                             f"{worker_saturation!r} (config distributed.scheduler.worker-saturation)")
+        #: Root tasks a worker holds per thread before the rest queue here
+        #: (upstream's ``worker-saturation``; ``inf`` turns queuing off).
+        self.worker_saturation = saturation
         self.tasks: dict[Any, TaskState] = {}
         self.workers: dict[str, WorkerState] = {}
         self.clients: dict[str, ClientState] = {}
@@ -891,10 +902,16 @@ class SchedulerState:
     # ------------------------------------------------------------------
 
     def _slots(self, ws: WorkerState) -> int:
-        """How many tasks a worker may hold before root tasks queue."""
+        """How many tasks a worker may hold before root tasks queue:
+        ``ceil(worker_saturation * threads)`` as upstream (a seceded task's
+        thread counts as free), or more for tiny tasks, which need deeper
+        queues to keep threads busy across the round trip."""
+        threads = ws.nthreads + len(ws.long_running)
+        if self.worker_saturation == math.inf:
+            return sys.maxsize
         mean = self._mean_duration()
-        per_thread = max(2, min(_MAX_TASKS_PER_THREAD, math.ceil(_QUEUE_SECONDS / max(mean, 1e-6))))
-        return (ws.nthreads + len(ws.long_running)) * per_thread
+        per_thread = min(_MAX_TASKS_PER_THREAD, math.ceil(_QUEUE_SECONDS / max(mean, 1e-6)))
+        return max(math.ceil(self.worker_saturation * threads), 1, threads * per_thread)
 
     def _mean_duration(self) -> float:
         d = self.durations

@@ -1,0 +1,152 @@
+"""Where new tasks go (``SchedulerState.decide_worker`` and root-task
+queuing): where most of their input bytes are, ties to the least busy;
+root tasks spread and queued by ``worker-saturation``; paused and retiring
+workers get nothing new.  Mostly the state machine alone, then a cluster."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from distributed import config
+from distributed.scheduler.state import SchedulerState
+from distributed.utils_test import gen_cluster, inc, slowinc
+
+pytestmark = pytest.mark.timeout(120)
+
+A, B, C = "tcp://10.0.0.1:1", "tcp://10.0.0.2:1", "tcp://10.0.0.3:1"
+
+
+def _state(*workers, nthreads: int = 1, **kwargs) -> SchedulerState:
+    state = SchedulerState(validate=True, **kwargs)
+    for w in workers:
+        state.add_worker(w, nthreads=nthreads)
+    state.add_client("c")
+    return state
+
+
+def _where(state: SchedulerState, key) -> str:
+    return state.tasks[key].processing_on.address
+
+
+def test_a_task_goes_where_most_of_its_input_bytes_are():
+    state = _state(A, B)
+    state.update_data({"big": [A], "small": [B]}, {"big": 50_000_000, "small": 1_000}, client="c")
+    state.update_graph("c", {"y": b"s"}, {"y": ["big", "small"]}, ["y"])
+    assert _where(state, "y") == A
+
+
+def test_small_inputs_tie_and_the_least_busy_worker_wins():
+    state = _state(A, B)
+    state.update_data({"x": [A], "z": [B]}, {"x": 100, "z": 100}, client="c")
+    state.durations["busy"] = 1.0
+    keys = [f"busy-{i}" for i in range(3)]
+    state.update_graph("c", dict.fromkeys(keys, b"s"), {}, keys, restrictions=dict.fromkeys(keys, [A]))
+    state.update_graph("c", {"y": b"s"}, {"y": ["x", "z"]}, ["y"])
+    assert _where(state, "y") == B
+
+
+def test_many_tasks_on_one_small_input_spread_over_the_workers():
+    """The issue's case: 40 tasks needing a small value held by A."""
+    state = _state(A, B)
+    state.update_data({"x": [A]}, {"x": 28}, client="c")
+    state.durations["f"] = 0.25
+    keys = [f"f-{i}" for i in range(40)]
+    state.update_graph("c", dict.fromkeys(keys, b"s"), dict.fromkeys(keys, ["x"]), keys)
+    where = [_where(state, k) for k in keys]
+    assert abs(where.count(A) - where.count(B)) <= 2
+
+
+def test_large_input_stays_unless_the_queue_there_is_longer_than_the_move():
+    keys = [f"f-{i}" for i in range(200)]
+    slow_net = _state(A, B, bandwidth=100e6)
+    slow_net.update_data({"x": [A]}, {"x": 10_000_000}, client="c")
+    slow_net.durations["f"] = 1e-5
+    slow_net.update_graph("c", dict.fromkeys(keys, b"s"), dict.fromkeys(keys, ["x"]), keys)
+    assert {_where(slow_net, k) for k in keys} == {A}  # 0.1 s to move vs 0.1 ms tasks
+    fast_net = _state(A, B, bandwidth=2e9)  # as measured on loopback
+    fast_net.update_data({"x": [A]}, {"x": 10_000_000}, client="c")
+    fast_net.durations["f"] = 1e-5
+    fast_net.update_graph("c", dict.fromkeys(keys, b"s"), dict.fromkeys(keys, ["x"]), keys)
+    assert {_where(fast_net, k) for k in keys} == {A, B}
+
+
+def test_bandwidth_estimate_learns_from_measurements():
+    state = _state(A, bandwidth=100e6)
+    state.note_bandwidth(1e9)
+    assert state.bandwidth == pytest.approx(550e6)
+    for bad in (0, -5, float("nan"), float("inf"), "fast", None):
+        state.note_bandwidth(bad)
+    assert state.bandwidth == pytest.approx(550e6)
+
+
+@pytest.mark.parametrize("status", ["paused", "closing_gracefully"])
+def test_a_paused_or_retiring_worker_gets_nothing_new(status):
+    state = _state(A, B)
+    state.update_data({"x": [A]}, {"x": 10_000_000}, client="c")
+    if status == "paused":
+        state.handle_worker_status_change(A, "paused")
+    else:  # what retire_workers does first
+        state.workers[A].status = status
+        state.idle.pop(A, None)
+    keys = [f"f-{i}" for i in range(10)]
+    state.update_graph("c", dict.fromkeys(keys, b"s"), dict.fromkeys(keys, ["x"]), keys)
+    roots = [f"r-{i}" for i in range(10)]
+    state.update_graph("c", dict.fromkeys(roots, b"s"), {}, roots)
+    assert not state.workers[A].processing
+    assert {_where(state, k) for k in keys} == {B}
+
+
+def test_root_tasks_are_spread_and_queued_by_worker_saturation():
+    state = _state(A, B)
+    keys = [f"r-{i}" for i in range(100)]
+    state.update_graph("c", dict.fromkeys(keys, b"s"), {}, keys,
+                       priority={k: i for i, k in enumerate(keys)})
+    held = [len(state.workers[w].processing) for w in (A, B)]
+    assert held == [math.ceil(1.1 * 1)] * 2  # upstream's default for an unknown duration
+    assert sum(ts.state == "queued" for ts in state.tasks.values()) == 100 - sum(held)
+    # Graph order: the first keys run first, the last ones wait.
+    assert state.tasks["r-0"].state == "processing" and state.tasks["r-99"].state == "queued"
+    # As a task finishes, its worker takes the next one from the queue.
+    first = next(iter(state.workers[A].processing)).key
+    state.handle_task_finished(first, A, nbytes=8)
+    assert len(state.workers[A].processing) == 2
+
+
+def test_worker_saturation_inf_turns_queuing_off_and_bad_values_raise():
+    state = _state(A, B, worker_saturation="inf")
+    keys = [f"r-{i}" for i in range(50)]
+    state.update_graph("c", dict.fromkeys(keys, b"s"), {}, keys)
+    assert not any(ts.state == "queued" for ts in state.tasks.values())
+    four = _state(A, nthreads=4, worker_saturation=2.0)
+    four.update_graph("c", dict.fromkeys(keys, b"s"), {}, keys)
+    assert len(four.workers[A].processing) == 8
+    for bad in (0, -1, "lots", None):
+        with pytest.raises(ValueError, match="worker-saturation"):
+            SchedulerState(worker_saturation=bad)
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1), ("127.0.0.1", 1)])
+async def test_root_tasks_use_both_workers(c, s, a, b):
+    futures = c.map(slowinc, range(20), delay=0.05)
+    assert await c.gather(futures) == [i + 1 for i in range(20)]
+    ran = [sum(1 for k in w.startstops if str(k).startswith("slowinc")) for w in (a, b)]
+    assert min(ran) >= 5, ran
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1), ("127.0.0.1", 1)],
+             config={"distributed.scheduler.worker-saturation": 3.0})
+async def test_scheduler_reads_worker_saturation_from_config(c, s, a, b):
+    assert s.state.worker_saturation == 3.0
+    assert config.get("distributed.scheduler.worker-saturation") == 3.0
+    await c.submit(inc, 1)
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1), ("127.0.0.1", 1)])
+async def test_paused_worker_runs_nothing_new(c, s, a, b):
+    x = await c.scatter(1, workers=[a.address])
+    s.state.handle_worker_status_change(a.address, "paused")
+    futures = c.map(inc, [x] * 10 + list(range(10)), pure=False)
+    await c.gather(futures)
+    assert not any(str(k).startswith("inc") for k in a.startstops)
+    s.state.handle_worker_status_change(a.address, "running")
