@@ -78,6 +78,12 @@ class DiagnosticsExtension:
             handlers["task-finished"] = self._task_finished
         if self._on_erred is not None:
             handlers["task-erred"] = self._task_erred
+        # The loop profiler starts with the first worker (the scheduler runs
+        # by then, on its loop's thread): a Scheduler built and never started
+        # leaves no thread behind.
+        self._on_register = scheduler.handlers.get("register-worker")
+        if self._on_register is not None:
+            scheduler.handlers["register-worker"] = self._register_worker
         scheduler.handlers.update({
             "task_stream_index": self.task_stream_index,
             "get_task_stream": self.get_task_stream,
@@ -92,7 +98,10 @@ class DiagnosticsExtension:
             "dump_cluster_state": self.dump_cluster_state,
             "performance_report_data": self.performance_report_data,
         })
+
+    def _register_worker(self, *args: Any, **kwargs: Any) -> Any:
         self._ensure_sampler()
+        return self._on_register(*args, **kwargs)
 
     # -- recording -----------------------------------------------------------
 
@@ -142,6 +151,8 @@ class DiagnosticsExtension:
             handlers["task-finished"] = self._on_finished
         if handlers.get("task-erred") == self._task_erred:
             handlers["task-erred"] = self._on_erred
+        if self.scheduler.handlers.get("register-worker") == self._register_worker:
+            self.scheduler.handlers["register-worker"] = self._on_register
 
     # -- task stream ---------------------------------------------------------
 
