@@ -159,6 +159,8 @@ class AdaptiveCore:
                         self._state = "inactive"
                         return
                     logger.exception("Adaptive round failed; trying again in %.2f s", self.interval)
+                if self._state != "running":  # stopped during the round
+                    return
                 await asyncio.sleep(self.interval)
         except asyncio.CancelledError:
             pass

@@ -169,9 +169,18 @@ class Cluster(SyncMethodMixin):
             self._sync_task = asyncio.ensure_future(self._sync_scheduler_info())
         self.status = Status.running
 
+    async def _stop_adaptive(self) -> None:
+        """Stop ``adapt`` and wait for a round in progress to finish."""
+        adaptive = self._adaptive
+        if adaptive is None:
+            return
+        task = adaptive._task
+        adaptive.stop()
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            await asyncio.gather(task, return_exceptions=True)
+
     async def _close(self) -> None:
-        if self._adaptive is not None:
-            self._adaptive.stop()
+        await self._stop_adaptive()
         if self._sync_task is not None:
             self._sync_task.cancel()
             await asyncio.gather(self._sync_task, return_exceptions=True)

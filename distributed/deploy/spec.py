@@ -431,8 +431,7 @@ class SpecCluster(Cluster):
                 await asyncio.sleep(0.01)
             return
         self.status = Status.closing
-        if self._adaptive is not None:
-            self._adaptive.stop()
+        await self._stop_adaptive()
         self.worker_spec.clear()
         await self._correct_state()
         for future in list(self._futures):
