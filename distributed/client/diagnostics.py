@@ -17,7 +17,7 @@ import time
 
 from distributed.diagnostics import cluster_dump
 from distributed.diagnostics.logs import ForwardLoggingPlugin, dict_to_record, forward_topic
-from distributed.diagnostics.task_stream import PLOT_ERROR, _parse_time
+from distributed.diagnostics.task_stream import PLOT_ERROR, _parse_time, trace_events
 from distributed.futures import futures_of
 
 __all__ = ["DiagnosticsMethods", "StallReport"]
@@ -107,6 +107,31 @@ class DiagnosticsMethods:
 
     async def _get_task_stream(self, start=None, stop=None, count=None):
         return await self.scheduler.get_task_stream(start=start, stop=stop, count=count)
+
+    def export_trace(self, filename: str, start=None, stop=None, count=None):
+        """Write the task stream as a Chrome/Perfetto trace (JSON trace
+        events: open it in ui.perfetto.dev or chrome://tracing); returns the
+        number of tasks written.  ``start``/``stop``/``count`` as in
+        ``get_task_stream``.
+
+        >>> client.export_trace("trace.json")      # doctest: +SKIP
+        2000
+        """
+        import json
+
+        records = self.get_task_stream(start=start, stop=stop, count=count)
+        if not self.asynchronous:
+            with open(filename, "w", encoding="utf-8") as f:
+                json.dump(trace_events(records), f)
+            return len(records)
+
+        async def write():
+            recs = await records
+            with open(filename, "w", encoding="utf-8") as f:
+                json.dump(trace_events(recs), f)
+            return len(recs)
+
+        return write()
 
     async def _task_stream_index(self) -> int:
         return await self.scheduler.task_stream_index()
@@ -302,6 +327,22 @@ class DiagnosticsMethods:
         """
         keys = _keys_of(futures_or_keys) if futures_or_keys else None
         return self.sync(self._why, keys, asynchronous=asynchronous)
+
+    def eta(self, *futures_or_keys, asynchronous=None):
+        """Estimated seconds until ``futures`` (default: all wanted work)
+        finish: ``{"eta", "critical_path", "work", "nthreads", "path",
+        "bottleneck"}`` (see ``distributed.diagnostics.why.eta``).
+
+        >>> client.eta(future)["eta"]            # doctest: +SKIP
+        12.5
+        """
+        keys = _keys_of(futures_or_keys) if futures_or_keys else None
+        return self.sync(self._eta, keys, asynchronous=asynchronous)
+
+    async def _eta(self, keys=None):
+        out = dict(await self.scheduler.eta(keys=keys))
+        out["path"] = list(out.get("path") or ())
+        return out
 
     async def _why(self, keys=None):
         reply = await self.scheduler.why(keys=keys)

@@ -271,7 +271,7 @@ TABLE: dict[str, dict[str, str]] = {
                              "EagerActorFuture"),
     "distributed.diagnostics": {
         **_at("distributed.diagnostics.progressbar", "progress", "ProgressBar"),
-        "MemorySampler": DIAGNOSTICS,
+        "MemorySampler": "distributed.diagnostics.memory_sampler:MemorySampler",
         **_at("distributed.diagnostics.plugin", "SchedulerPlugin", "WorkerPlugin", "NannyPlugin"),
     },
     "distributed.diagnostics.plugin": {**_at("distributed.diagnostics.plugin", *_PLUGINS),
@@ -280,7 +280,7 @@ TABLE: dict[str, dict[str, str]] = {
                                                "TextProgressBar", "ProgressWidget",
                                                "MultiProgressBar", "MultiProgressWidget"),
     "distributed.diagnostics.progress": _pending(DIAGNOSTICS, "Progress", "MultiProgress", "AllProgress"),
-    "distributed.diagnostics.memory_sampler": {"MemorySampler": DIAGNOSTICS},
+    "distributed.diagnostics.memory_sampler": _at("distributed.diagnostics.memory_sampler", "MemorySampler"),
     "distributed.diagnostics.task_stream": _at("distributed.diagnostics.task_stream", "TaskStreamPlugin"),
     "distributed.diagnostics.eventstream": _pending(DIAGNOSTICS, "EventStream", "eventstream"),
     "distributed.http": {},

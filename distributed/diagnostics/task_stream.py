@@ -42,7 +42,7 @@ from distributed import config
 from distributed.utils import key_split
 
 __all__ = ["TaskStreamPlugin", "get_task_stream", "rectangles", "summarize", "efficiency",
-           "task_stream_length", "PLOT_ERROR"]
+           "trace_events", "task_stream_length", "PLOT_ERROR"]
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +231,36 @@ def efficiency(records: Iterable[dict], nthreads: int, start: float, stop: float
             if ss.get("action", "compute") == "compute":
                 busy += max(min(ss["stop"], stop) - max(ss["start"], start), 0.0)
     return min(busy / (nthreads * wall), 1.0)
+
+
+def trace_events(records: Iterable[dict]) -> dict:
+    """The records as Chrome/Perfetto trace events (``chrome://tracing``,
+    ui.perfetto.dev): one complete event (``"ph": "X"``) per startstop, a
+    process per worker and a thread per worker thread, times in
+    microseconds.
+
+    >>> ev = trace_events([{"key": "x-1", "worker": "w", "thread": 7, "status": "OK",
+    ...   "startstops": [{"action": "compute", "start": 1.0, "stop": 1.5}]}])["traceEvents"]
+    >>> [(e["ph"], e["name"], e["dur"]) for e in ev if e["ph"] == "X"]
+    [('X', 'x-1', 500000.0)]
+    """
+    events: list[dict] = []
+    pids: dict[Any, int] = {}
+    for rec in records:
+        worker = rec.get("worker")
+        pid = pids.get(worker)
+        if pid is None:
+            pid = pids[worker] = len(pids) + 1
+            events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
+                           "args": {"name": str(worker)}})
+        tid = rec.get("thread") or 0
+        for ss in rec.get("startstops") or ():
+            events.append({"ph": "X", "name": str(rec.get("key")), "cat": ss.get("action", "compute"),
+                           "pid": pid, "tid": tid, "ts": ss["start"] * 1e6,
+                           "dur": max(ss["stop"] - ss["start"], 0.0) * 1e6,
+                           "args": {"status": rec.get("status"), "prefix": key_split(rec.get("key")),
+                                    "nbytes": rec.get("nbytes"), "source": ss.get("source")}})
+    return {"traceEvents": events, "displayTimeUnit": "ms"}
 
 
 def _parse_time(value: Any, now: float) -> float | None:

@@ -65,6 +65,7 @@ DEFAULT_EXTENSIONS: dict[str, str] = {
     "multi_locks": "distributed.coordination.multi_lock:MultiLockExtension",
     "progress": "distributed.diagnostics.progress_watch:ProgressExtension",
     "diagnostics": "distributed.diagnostics.extension:DiagnosticsExtension",
+    "memory_sampler": "distributed.diagnostics.memory_sampler:MemorySamplerExtension",
 }
 
 # Defaults plus registrations made at run time (by name; last one wins).

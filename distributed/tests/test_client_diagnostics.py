@@ -105,3 +105,53 @@ def test_blocking_api_with_real_processes(tmp_path):
             assert set(dump["workers"]) == {a["address"], b["address"]}
             assert client.call_stack() == {}
             assert str(client.why(x)).startswith("Nothing is stalled")
+
+
+@gen_cluster(client=True)
+async def test_export_trace_and_eta(c, s, a, b):
+    import json
+    import tempfile
+
+    futures = c.map(inc, range(5))
+    await c.gather(futures)
+    with tempfile.TemporaryDirectory() as d:
+        n = await c.export_trace(f"{d}/trace.json")
+        with open(f"{d}/trace.json") as f:
+            trace = json.load(f)
+    assert n == 5
+    complete = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert sorted(e["name"] for e in complete) == sorted(f.key for f in futures)
+    assert all(e["dur"] >= 0 and e["cat"] == "compute" for e in complete)
+    assert (await c.eta(*futures))["eta"] == 0.0
+    _release.clear()
+    try:
+        x = c.submit(block, 1)
+        y = c.submit(inc, x)
+        await async_poll_for(lambda: x.key in s.tasks and s.tasks[x.key].state == "processing", timeout=10)
+        out = await c.eta(y)
+        assert out["critical_path"] > 0 and out["path"] == [x.key, y.key]
+    finally:
+        _release.set()
+
+
+@gen_cluster(client=True, worker_kwargs={"heartbeat_interval": "10ms"})
+async def test_memory_sampler(c, s, a, b):
+    from distributed.diagnostics import MemorySampler
+
+    ms = MemorySampler()
+    async with ms.sample("run", measure="managed", interval=0.01):
+        futures = c.map(inc, range(10))
+        await c.gather(futures)
+        await async_poll_for(lambda: s.extensions["memory_sampler"].samples
+                             and len(next(iter(s.extensions["memory_sampler"].samples.values()))) > 3,
+                             timeout=10)
+    series = ms.samples["run"]
+    assert len(series) > 3 and series[-1][1] == sum(ws.nbytes for ws in s.workers.values())
+    async with ms.sample(measure="process", interval=0.01):
+        await async_poll_for(lambda: all(ws.metrics.get("memory") for ws in s.workers.values()), timeout=10)
+    assert ms.samples["Samples 1"][-1][1] > 0
+    assert s.extensions["memory_sampler"].tasks == {}
+    df = ms.to_pandas(align=True)
+    assert list(df.columns) == ["run", "Samples 1"]
+    with pytest.raises(ValueError, match="spilled"):
+        ms.sample(measure="spilled")

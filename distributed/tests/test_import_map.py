@@ -231,11 +231,9 @@ def test_package_made_from_the_table_has_submodules():
 def test_real_package_gets_pending_names_from_the_table():
     """``distributed.diagnostics`` is ours (the plugin base classes); the
     names still to come raise ImportError naming their issue."""
-    from distributed.diagnostics import SchedulerPlugin  # noqa: F401
+    from distributed.diagnostics import MemorySampler, SchedulerPlugin  # noqa: F401
     from distributed.diagnostics.plugin import WorkerPlugin  # noqa: F401
 
-    with pytest.raises(ImportError, match="issue 13"):
-        from distributed.diagnostics import MemorySampler  # noqa: F401
     with pytest.raises(ImportError, match="issue 12"):
         from distributed.diagnostics.plugin import CondaInstall  # noqa: F401
 
