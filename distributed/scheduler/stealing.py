@@ -103,6 +103,9 @@ NEVER_LEVEL = 15
 MAX_VICTIMS = 10
 SCAN_PER_VICTIM = 1000
 MAX_THIEVES = 20
+#: Steals decided per call at most: a pass stays a few milliseconds even
+#: when thousands of tasks could move (the next tick takes more).
+MAX_STEALS_PER_TICK = 100
 
 #: A worker's answers that mean "not started; dropped, take it".
 _CONFIRMED = frozenset({"waiting", "ready", "constrained"})
@@ -257,10 +260,14 @@ class WorkStealing:
         thieves = thieves[:MAX_THIEVES]
         decisions: list[StealDecision] = []
         for victim in victims[:MAX_VICTIMS]:
-            decisions.extend(self._steal_from(victim, thieves, load, ntasks))
+            decisions.extend(self._steal_from(victim, thieves, load, ntasks,
+                                              MAX_STEALS_PER_TICK - len(decisions)))
+            if len(decisions) >= MAX_STEALS_PER_TICK:
+                break
         return decisions
 
-    def _candidates(self, victim: WorkerState, keep: int) -> list[tuple[int, float, int, TaskState]]:
+    def _candidates(self, victim: WorkerState, keep: int,
+                    scan: int = SCAN_PER_VICTIM) -> list[tuple[int, float, int, TaskState]]:
         """Tasks of ``victim`` worth a look, as (level, duration, input
         bytes, task), cheapest level first.  The ``keep`` tasks assigned
         first are left alone: they are the ones most likely running."""
@@ -271,7 +278,7 @@ class WorkStealing:
         moved = self._moved
         out = []
         processing = victim.processing
-        budget = min(len(processing) - keep, SCAN_PER_VICTIM)
+        budget = min(len(processing) - keep, scan)
         for ts in reversed(processing):
             if budget <= 0:
                 break
@@ -290,22 +297,33 @@ class WorkStealing:
         return out
 
     def _steal_from(self, victim: WorkerState, thieves: list[WorkerState], load: dict,
-                    ntasks: dict) -> list[StealDecision]:
+                    ntasks: dict, most: int) -> list[StealDecision]:
         state = self.state
         bandwidth = state.bandwidth
-        decisions = []
-        for level, duration, _nbytes, ts in self._candidates(victim, keep=victim.nthreads):
-            if ntasks[victim] <= victim.nthreads:
+        latency = self.latency
+        decisions: list[StealDecision] = []
+        # Looking at a few times as many tasks as may move finds the cheap ones.
+        for level, duration, nbytes, ts in self._candidates(victim, victim.nthreads,
+                                                            min(SCAN_PER_VICTIM, 4 * most)):
+            if ntasks[victim] <= victim.nthreads or len(decisions) >= most:
                 break  # what is left is running or about to
-            margin = max(self.latency, self.margin_fraction * duration)
+            margin = max(latency, self.margin_fraction * duration)
+            limit = load[victim] - margin  # a thief must finish it before this
+            thieves.sort(key=load.__getitem__)  # least loaded first (a few, cheap)
             best = None
             for thief in thieves:
-                if thief is victim or not _may_run(ts, thief):
+                # Transfer costs at least the latency: no later thief can
+                # win (by more than a tenth of a millisecond, not worth a look).
+                floor = load[thief] + latency + duration
+                if floor >= limit or (best is not None and floor + 1e-4 >= best[0]):
+                    break
+                if not _may_run(ts, thief):
                     continue
-                missing = sum(max(dts.nbytes, 0) for dts in ts.dependencies if thief not in dts.who_has)
-                transfer = (missing / bandwidth + self.latency) if ts.dependencies else self.latency
+                missing = nbytes - sum(max(dts.nbytes, 0) for dts in ts.dependencies
+                                       if thief in dts.who_has) if nbytes else 0
+                transfer = missing / bandwidth + latency
                 finish = load[thief] + transfer + duration
-                if finish + margin < load[victim] and (best is None or finish < best[0]):
+                if finish < limit and (best is None or finish < best[0]):
                     best = (finish, thief, transfer)
             if best is None:
                 continue
