@@ -3,7 +3,8 @@
     python benchmarks/dashboard.py                   # 20k tasks, 3 rounds per setting
     python benchmarks/dashboard.py --n 5000 --repeat 1 --json out.json
 
-Settings (each a fresh scheduler process and two worker processes):
+Settings (each a fresh ``LocalCluster``: the scheduler in this process, as
+in a notebook, and two single-threaded worker processes):
 
 ``none``      no HTTP server at all;
 ``idle``      the dashboard served, no tab open (the tracker's transition hook only);
@@ -12,7 +13,8 @@ Settings (each a fresh scheduler process and two worker processes):
 
 For each: wall time of ``client.map(inc, range(n))`` to the last result
 (tasks per second; higher is better) and the scheduler process's CPU
-seconds over that run (lower is better), medians over ``--repeat`` rounds.
+seconds over that run (this process: scheduler and client; lower is
+better), medians over ``--repeat`` rounds.
 Then ``/metrics`` with ``--prefixes`` task prefixes (one task each, held in
 memory): render time in milliseconds, median of 50, in-process and over HTTP.
 
@@ -34,8 +36,8 @@ import urllib.request
 
 import psutil
 
-from distributed import Client
-from distributed.utils_test import cluster, inc
+from distributed import Client, LocalCluster
+from distributed.utils_test import inc
 
 
 def _read_streams(port: int, tabs: int, ready, stop) -> None:
@@ -73,8 +75,8 @@ def one_setting(n: int, repeat: int, tabs: int | None) -> dict:
     """``tabs`` None: no dashboard; 0: dashboard, no tab; k: k streams."""
     skw = {} if tabs is None else {"dashboard_address": "127.0.0.1:0"}
     rates, cpus = [], []
-    with cluster(nworkers=2, scheduler_kwargs=skw, worker_kwargs={"nthreads": 1}) as (s, _):
-        with Client(s["address"]) as c:
+    with LocalCluster(n_workers=2, threads_per_worker=1, scheduler_kwargs=skw) as lc:
+        with Client(lc) as c:
             proc = psutil.Process(_scheduler_pid(c))
             streams = None
             if tabs:

@@ -18,7 +18,7 @@ Runs on the scheduler's event loop; not thread-safe.
 from __future__ import annotations
 
 import time
-from collections import defaultdict, deque
+from collections import deque
 from typing import Any
 
 from distributed.utils import key_split
@@ -39,7 +39,7 @@ class PrefixStats:
         self.name = name
         self.ntasks = 0  # tasks of this prefix the scheduler holds now
         self.states: dict[str, int] = dict.fromkeys(TRACKED_STATES, 0)
-        self.entered: dict[str, int] = defaultdict(int)  # transitions into each state, ever
+        self.entered: dict[str, int] = {}  # transitions into each state, ever
         self.compute_seconds = 0.0
         self.nbytes = 0  # output bytes of this prefix's tasks in memory
         self.durations_n = 0
@@ -152,8 +152,14 @@ class PrefixTracker:
         return p
 
     def _created(self, keys) -> None:
+        tasks, prefixes = self.state.tasks, self.prefixes
         for key in keys:
-            self._prefix(key_split(key)).ntasks += 1
+            ts = tasks.get(key)
+            name = ts.prefix if ts is not None else key_split(key)  # forgotten already: rare
+            p = prefixes.get(name)
+            if p is None:
+                p = self._prefix(name)
+            p.ntasks += 1
 
     def _data_updated(self, before: dict) -> None:
         # update_data sets ``memory`` without a transition (after moving an
@@ -167,11 +173,12 @@ class PrefixTracker:
                 p.ntasks += 1
             if ts.state == "memory" and old != "memory":
                 p.states["memory"] += 1
-                p.entered["memory"] += 1
+                p.entered["memory"] = p.entered.get("memory", 0) + 1
                 if ts.nbytes > 0:
                     p.nbytes += ts.nbytes
 
     def transition(self, key, start: str, finish: str, **kwargs) -> None:
+        # Called for every transition of every task: keep it to dict updates.
         ts = self.state.tasks.get(key)
         if ts is None:
             return
@@ -185,26 +192,32 @@ class PrefixTracker:
                 p.nbytes -= ts.nbytes
         if finish in states:
             states[finish] += 1
-        p.entered[finish] += 1
-        if (start in _ACTIVE) != (finish in _ACTIVE):
-            self.active += 1 if finish in _ACTIVE else -1
-            self.idle_since = None if self.active else time.time()
-        if finish == "forgotten":
-            p.ntasks -= 1
-            self.forgotten_total += 1
-            if self._forgotten_during is not None:
-                self._forgotten_during.add(key)
-        elif finish == "memory":
+        entered = p.entered
+        entered[finish] = entered.get(finish, 0) + 1
+        if start in _ACTIVE:
+            if finish not in _ACTIVE:
+                self.active -= 1
+                if not self.active:
+                    self.idle_since = time.time()
+        elif finish in _ACTIVE:
+            self.active += 1
+            self.idle_since = None
+        if finish == "memory":
             if ts.nbytes > 0:
                 p.nbytes += ts.nbytes
             duration = kwargs.get("duration")
-            if start == "processing" and duration is not None:
+            if duration is not None and start == "processing":
                 p.compute_seconds += duration
                 p.durations_n += 1
                 now = time.time()
                 self.stream.append((self.stream_index, ts.key, ts.prefix, kwargs.get("worker"),
                                     now - duration, now, "OK"))
                 self.stream_index += 1
+        elif finish == "forgotten":
+            p.ntasks -= 1
+            self.forgotten_total += 1
+            if self._forgotten_during is not None:
+                self._forgotten_during.add(key)
         elif finish == "erred" and start == "processing":
             now = time.time()
             self.stream.append((self.stream_index, ts.key, ts.prefix, kwargs.get("worker"), now, now, "error"))
