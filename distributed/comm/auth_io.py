@@ -207,6 +207,9 @@ async def authenticate_server(comm: Comm, auth: AuthConfig | None, local: str = 
         comm.abort()
         return False
     except (StreamClosedError, OSError):
+        if hs.expects_proof:  # it heard our proof and left: it holds another secret
+            _warn(local, peer, "authentication failed (the peer closed instead of proving "
+                  "it knows the secret: a different secret?)", "auth-failed")
         comm.abort()
         return False
     if hs.failed is not None:

@@ -12,6 +12,7 @@ import pytest
 
 from distributed import Client, Scheduler, config
 from distributed.comm import connect, listen
+from distributed.comm import limits as comm_limits
 from distributed.comm.auth import AuthenticationError
 from distributed.comm.auth_secret import (
     AuthConfig,
@@ -153,6 +154,7 @@ async def test_comm_client_secret_meets_server_without_one():
 async def test_comm_wrong_or_missing_secret_refused():
     listener, served = await _echo_listener(AuthConfig(SECRET))
     async with listener:
+        comm_limits._last_warning.clear()  # one warning per host per 10 s: start afresh
         with captured_logger("distributed.comm.limits") as log:
             with pytest.raises(AuthenticationError, match="did not accept|could not prove"):
                 await connect(listener.address, auth=AuthConfig(OTHER))

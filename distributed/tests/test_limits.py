@@ -186,7 +186,7 @@ async def test_slowloris_is_cut_at_the_deadline_while_others_connect():
     hear BUSY at once, the rest are closed at the handshake deadline, and a
     legitimate client connects during the attack."""
     auth = AuthConfig(SECRET)
-    with config.set({"distributed.comm.timeouts.handshake": "1s"}):
+    with config.set({"distributed.comm.timeouts.handshake": "3s"}):
         listener = await _echo_listener(auth=auth)
     async with listener:
         port = _port(listener)
@@ -195,11 +195,13 @@ async def test_slowloris_is_cut_at_the_deadline_while_others_connect():
             w.write(MAGIC[:1])
         await _wait_for(lambda: listener.admission.pending == 256, 10,
                         "the per-peer cap to fill")
-        comm = await connect(listener.address, auth=auth, timeout=5)  # during the attack
-        assert listener.admission.pending == 256  # the attack is still on
+        closing = [asyncio.ensure_future(_read_until_closed(r, 10)) for r, _ in attackers]
+        comm = await connect(listener.address, auth=auth, timeout=5)
+        assert not all(c.done() for c in closing)  # connected during the attack
         await comm.write(1)
         assert await comm.read() == 1
-        await asyncio.gather(*[_read_until_closed(r, 5) for r, _ in attackers])
+        answers = await asyncio.gather(*closing)  # each cut at the deadline, or told BUSY
+        assert sum(a[:4] == MAGIC and a[5] == Status.BUSY for a in answers) >= 500 - 256
         assert listener.admission.pending == 0
         for _, w in attackers:
             w.close()
