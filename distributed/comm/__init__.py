@@ -25,6 +25,7 @@ from distributed.comm.addressing import (
     unparse_address,
 )
 from distributed.comm.auth_io import handshake_timeout
+from distributed.comm.auth_secret import AuthConfig, late_secret
 from distributed.comm.errors import (
     AuthenticationError,
     CommClosedError,
@@ -132,6 +133,10 @@ async def _connect_once(address: str, timeout: float, deserialize: bool,
             address, timeout=timeout, deserialize=deserialize,
             max_message_size=max_message_size, retry_refused=retry_refused,
         )
+    if auth is not None and auth.secret is None and auth.mode != "disabled":
+        secret = late_secret()
+        if secret is not None:
+            auth = AuthConfig(secret, auth.mode)
     if auth is not None and auth.secret is not None:
         from distributed.comm.auth_io import authenticate_client
 

@@ -35,6 +35,7 @@ __all__ = [
     "ensure_secret",
     "find_secret",
     "is_loopback",
+    "late_secret",
     "read_secret_file",
 ]
 
@@ -126,6 +127,30 @@ def find_secret(explicit: str | bytes | None = None) -> str | bytes | None:
     if os.path.exists(default):
         return read_secret_file(default)
     return None
+
+
+_late: tuple[tuple, str] | None = None  # ((path, mtime, inode), secret) last read
+
+
+def late_secret() -> str | None:
+    """The secret in the default file, for a connector that has none: the
+    file may have appeared after this process looked (a worker that listens
+    off-loopback generates it), and then its listeners require it.  One
+    ``stat`` per call; the file is read again only when it changed.
+
+    >>> late_secret() is None or isinstance(late_secret(), str)
+    True
+    """
+    global _late
+    path = default_secret_path()
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (path, st.st_mtime_ns, st.st_ino)
+    if _late is None or _late[0] != key:
+        _late = (key, read_secret_file(path))
+    return _late[1]
 
 
 def is_loopback(host: str) -> bool:

@@ -379,3 +379,26 @@ async def test_secret_inside_tls(c, s, a):
     with pytest.raises(AuthenticationError):
         await Client(s.address, asynchronous=True, security=wrong, timeout=5)
     assert await c.submit(inc, 2) == 3
+
+
+@gen_test()
+async def test_worker_that_generates_a_secret_is_still_reached():
+    """A worker listening off-loopback in ``auto`` mode generates the secret
+    file while its scheduler, a peer and a client, already running, have
+    none: they find the new file when they next connect, so the worker is
+    reachable.  (Tests bind loopback only: the file is made here as the
+    worker's policy would, then the worker starts and finds it.)"""
+    from distributed import Worker
+
+    async with Scheduler(port=0, dashboard_address=None) as s, \
+            Worker(s.address, nthreads=1) as b, \
+            Client(s.address, asynchronous=True) as c:
+        assert s.security.auth_secret is None and b.security.auth_secret is None
+        secret = ensure_secret()
+        async with Worker(s.address, nthreads=1) as a:
+            assert a.security.auth_secret == secret  # its listener requires it
+            x = c.submit(inc, 1, workers=[a.address])
+            y = c.submit(inc, x, workers=[b.address])  # b fetches from a
+            assert await y == 3
+            assert await x == 2  # the client gathers from a
+            assert await c.run(lambda: 1, workers=[a.address]) == {a.address: 1}
