@@ -143,3 +143,18 @@ async def test_adaptive_target_and_workers_to_close(c, s, a, b):
     with pytest.raises(ValueError, match="target_duration"):
         s.adaptive_target(target_duration=-1)
     await asyncio.sleep(0)
+
+
+@gen_test(timeout=120)
+async def test_adaptive_with_worker_processes():
+    """Nannies and worker processes: up under load, back to the minimum when
+    idle, the results held by the retired workers still there."""
+    async with LocalCluster(n_workers=0, threads_per_worker=1, processes=True, asynchronous=True) as cluster:
+        s = cluster.scheduler
+        cluster.adapt(minimum=1, maximum=2, interval="50ms", wait_count=2, target_duration="100ms")
+        async with Client(cluster, asynchronous=True) as c:
+            futures = c.map(slowinc, range(20), delay=0.1)
+            await async_wait_for(lambda: len(s.workers) == 2, timeout=60)
+            assert await c.gather(futures) == list(range(1, 21))
+            await async_wait_for(lambda: len(s.workers) == 1 and len(cluster.workers) == 1, timeout=60)
+            assert await c.gather(futures) == list(range(1, 21))
