@@ -122,7 +122,9 @@ class Cluster(SyncMethodMixin):
         else over the network (``scheduler_comm``)."""
         local = self._local_scheduler()
         if local is not None:
-            handler = local.handlers[op]
+            handler = local.handlers.get(op)
+            if handler is None:
+                raise RuntimeError(f"the scheduler has no {op!r} handler")
             result = handler(**kwargs)
             if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
                 result = await result
@@ -252,33 +254,41 @@ class Cluster(SyncMethodMixin):
         return format_dashboard_link(host, port)
 
     def _log(self, message: str) -> None:
-        """Record what the cluster manager did (``cluster.logs``) and log it."""
+        """Record what the cluster manager did (``get_logs()["Cluster"]``) and log it."""
         self._cluster_manager_logs.append((time.time(), message))
         logger.info("%s: %s", self._name, message)
 
-    @property
-    def logs(self) -> Logs:
-        """``get_logs()``: the logs this object can reach."""
-        return self.get_logs()
+    def logs(self, *args, **kwargs) -> Logs:
+        """The older name of ``get_logs``."""
+        return self.get_logs(*args, **kwargs)
 
-    def get_logs(self, cluster: bool = True, scheduler: bool | None = None, workers: bool | None = None) -> Logs:
-        """Logs by process name: ``"Cluster"`` (what this object did).
+    def get_logs(self, cluster: bool = True, scheduler: bool = True, workers: bool | list = True) -> Logs:
+        """Logs by process: ``"Cluster"`` (what this object did),
+        ``"Scheduler"``, and each worker's address (``workers=`` True for
+        all, or a list of addresses), newest line first for the servers.
+        An awaitable in asynchronous mode.
 
-        The scheduler and workers keep their logs in their own processes and
-        do not serve them over the network yet: ``scheduler=True`` or
-        ``workers=True`` raise rather than return nothing; left at None they
-        are left out.
-
-        >>> print(cluster.get_logs()["Cluster"])  # doctest: +SKIP
+        >>> print(cluster.get_logs()["Scheduler"])  # doctest: +SKIP
         """
-        if scheduler or workers:
-            raise NotImplementedError("get_logs: scheduler and worker logs are not served over the network "
-                                      "yet; use cluster=True (the default) alone")
+        return self.sync(self._get_logs, cluster=cluster, scheduler=scheduler, workers=workers)
+
+    async def _get_logs(self, cluster: bool = True, scheduler: bool = True, workers: bool | list = True) -> Logs:
         out = Logs()
         if cluster:
             out["Cluster"] = Log("\n".join(
                 f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t))} {msg}"
                 for t, msg in self._cluster_manager_logs))
+        if scheduler:
+            records = await self._scheduler_call("get_logs")
+            out["Scheduler"] = Log("\n".join(msg for _, msg in records))
+        if workers:
+            which = None if workers is True else list(workers)
+            replies = await self._scheduler_call("worker_logs", workers=which)
+            for address, records in replies.items():
+                if isinstance(records, dict):  # that worker answered with an error
+                    out[address] = Log(f"(no logs: {records.get('exception_text') or records})")
+                else:
+                    out[address] = Log("\n".join(msg for _, msg in records))
         return out
 
     def _summary(self) -> tuple[int, int, int]:

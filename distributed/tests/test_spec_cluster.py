@@ -145,8 +145,9 @@ def test_sync_speccluster_scheduler_info_and_logs(loop):
             assert c.submit(inc, 1).result() == 2
         logs = cluster.get_logs()
         assert "started workers" in logs["Cluster"]
-        with pytest.raises(NotImplementedError):
-            cluster.get_logs(scheduler=True)
+        assert "Register worker" in logs["Scheduler"]
+        assert set(logs) == {"Cluster", "Scheduler", *cluster.scheduler_info["workers"]}
+        assert set(cluster.get_logs(cluster=False, scheduler=False)) == set(cluster.scheduler_info["workers"])
         assert "Workers" in cluster._repr_html_() and "SpecCluster" in repr(cluster)
         assert cluster.dashboard_link is None  # the scheduler serves no dashboard here
     assert cluster.status == Status.closed
@@ -174,6 +175,8 @@ async def test_remote_scheduler_info_is_synced():
         await async_wait_for(lambda: len(cluster.scheduler_info["workers"]) == 2, timeout=10)
         await cluster.scale(1)
         await async_wait_for(lambda: len(cluster.scheduler_info["workers"]) == 1, timeout=10)
+        logs = await cluster.get_logs()  # over the network
+        assert "Register worker" in logs["Scheduler"] and len(logs) == 3
 
 
 # -- the contract dask-jobqueue, dask-kubernetes (classic) and dask-cloudprovider use --
