@@ -153,3 +153,24 @@ def test_bad_arguments_raise_before_connecting():
         SSHCluster(["a", "b"], security=object())
     with pytest.raises(TypeError, match="JSON"):
         SSHCluster(["a", "b"], worker_options={"x": object()})
+
+
+def test_remote_processes_end_when_the_cluster_process_dies(sshd):
+    """SIGKILL of the process holding the SSHCluster: the sessions close, the
+    remote processes read the end of their stdin and exit."""
+    script = (
+        "import sys, time\n"
+        "from distributed.deploy.ssh import SSHCluster\n"
+        f"c = SSHCluster(['127.0.0.1', '127.0.0.1'], connect_options={sshd.connect_options()!r},\n"
+        "                scheduler_options={'port': 0}, remote_python=sys.executable)\n"
+        "print('READY', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        assert len(sshd.sessions()) >= 3  # scheduler, nanny, worker (and their shells)
+    finally:
+        proc.kill()
+        proc.wait()
+    sshd.wait_no_sessions()
