@@ -1607,6 +1607,9 @@ class SchedulerState:
                 assert ts.key in self.tasks, ("client wants forgotten key", ts)
         for ts in self.unrunnable:
             assert ts.state == "no-worker", ts
+        for ts, steal in self.in_flight_steals.items():  # see scheduler/stealing.py
+            assert ts.state == "processing" and ts.processing_on is steal.victim, (
+                "steal in flight of a task not processing on its victim", ts)
         for key, home in self.actor_homes.items():
             ts = self.tasks.get(key)
             assert ts is not None and ts.actor, ("actor_homes names a non-actor", key)
