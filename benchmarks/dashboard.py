@@ -12,7 +12,9 @@ in a notebook, and two single-threaded worker processes):
 ``10 tabs``   ten streams read by another process.
 
 For each: wall time of ``client.map(inc, range(n))`` to the last result
-(tasks per second; higher is better) and the scheduler process's CPU
+(tasks per second; higher is better), the CPU the stream's producer used
+(snapshots and their JSON, measured inside the scheduler: the figure that
+does not drown in the machine's noise) and the scheduler process's CPU
 seconds over that run (this process: scheduler and client; lower is
 better), medians over ``--repeat`` rounds.
 Then ``/metrics`` with ``--prefixes`` task prefixes (one task each, held in
@@ -88,21 +90,26 @@ def one_setting(n: int, repeat: int, tabs: int | None) -> dict:
                 for _ in range(tabs):
                     if not ready.acquire(timeout=30):
                         raise RuntimeError("a dashboard stream sent no snapshot within 30 s")
+            http = lc.scheduler.http_server
+            produced = []
             try:
                 c.gather(c.map(inc, range(100)))  # warm up: functions pickled, connections open
                 for r in range(repeat):
                     cpu0 = sum(proc.cpu_times()[:2])
+                    p0 = http.broadcaster.cpu_seconds if http is not None else 0.0
                     t0 = time.perf_counter()
                     futures = c.map(inc, range(n), key=[f"inc-{r}-{i}" for i in range(n)])
                     c.gather(futures)
                     rates.append(n / (time.perf_counter() - t0))
                     cpus.append(sum(proc.cpu_times()[:2]) - cpu0)
+                    produced.append((http.broadcaster.cpu_seconds if http is not None else 0.0) - p0)
                     del futures
             finally:
                 if streams is not None:
                     stop.set()
                     streams.join(timeout=10)
-    return {"tasks_per_s": statistics.median(rates), "scheduler_cpu_s": statistics.median(cpus)}
+    return {"tasks_per_s": statistics.median(rates), "scheduler_cpu_s": statistics.median(cpus),
+            "stream_cpu_s": statistics.median(produced)}
 
 
 def metrics_render(prefixes: int) -> dict:
@@ -150,10 +157,12 @@ def main(argv=None) -> int:
         print(f"  {name}: {results[name]}", file=sys.stderr, flush=True)
     base = results["none"]
     print(f"\nscheduler throughput, map(inc, range({args.n})), median of {args.repeat}")
-    print(f"{'setting':<10} {'tasks/s':>10} {'vs none':>9} {'sched CPU s':>12} {'vs none':>9}")
+    print(f"{'setting':<10} {'tasks/s':>10} {'vs none':>9} {'sched CPU s':>12} {'vs none':>9} "
+          f"{'stream CPU s':>13} {'of sched':>9}")
     for name, r in results.items():
         print(f"{name:<10} {r['tasks_per_s']:>10.0f} {r['tasks_per_s'] / base['tasks_per_s'] - 1:>+9.1%} "
-              f"{r['scheduler_cpu_s']:>12.2f} {r['scheduler_cpu_s'] / base['scheduler_cpu_s'] - 1:>+9.1%}")
+              f"{r['scheduler_cpu_s']:>12.2f} {r['scheduler_cpu_s'] / base['scheduler_cpu_s'] - 1:>+9.1%} "
+              f"{r['stream_cpu_s']:>13.3f} {r['stream_cpu_s'] / r['scheduler_cpu_s']:>9.1%}")
     m = metrics_render(args.prefixes)
     results["metrics"] = m
     print(f"\n/metrics with {args.prefixes} task prefixes: render {m['render_ms']:.1f} ms (median of 50), "

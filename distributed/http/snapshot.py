@@ -81,9 +81,10 @@ def worker_rows(scheduler) -> list[dict]:
     return rows
 
 
-def cluster(scheduler, tracker) -> dict:
-    """``/api/v1/cluster``: counts.json plus thread and memory totals."""
-    rows = worker_rows(scheduler)
+def cluster(scheduler, tracker, rows: list[dict] | None = None) -> dict:
+    """``/api/v1/cluster``: counts.json plus thread and memory totals
+    (``rows``: ``worker_rows`` already computed for this tick)."""
+    rows = worker_rows(scheduler) if rows is None else rows
     return {
         **counts(scheduler, tracker),
         "threads": sum(r["nthreads"] for r in rows),
@@ -104,15 +105,21 @@ def get_workers(scheduler) -> dict:
             "workers": [{"name": str(ws.name), "address": addr} for addr, ws in workers.items()]}
 
 
+#: Task-stream rows per frame at most: the newest, when more finished in one
+#: tick (pages draw the last 1,000; ``/api/v1/task_stream`` has them all).
+STREAM_ROWS_PER_FRAME = 1000
+
+
 def snapshot(scheduler, tracker, stream_after: int) -> dict:
     """One tick of the event stream: everything a page draws, plus the
-    task-stream records after index ``stream_after`` (at most 5000)."""
+    newest task-stream rows after index ``stream_after`` (``stream_rows``)."""
+    rows = worker_rows(scheduler)
     return {
         "time": time.time(),
-        "cluster": cluster(scheduler, tracker),
+        "cluster": cluster(scheduler, tracker, rows),
         "totals": tracker.totals(),
         "groups": tracker.groups(),
-        "workers": worker_rows(scheduler),
-        "stream": tracker.stream_after(stream_after, limit=5000),
+        "workers": rows,
+        "stream": tracker.stream_rows(stream_after, limit=STREAM_ROWS_PER_FRAME),
         "stream_index": tracker.stream_index,
     }

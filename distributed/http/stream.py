@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 
 from tornado.ioloop import PeriodicCallback
@@ -50,6 +51,7 @@ class Broadcaster:
         self.interval = interval
         self.subscribers: set[_Subscriber] = set()
         self.ticks = 0  # frames produced, for tests and the benchmark
+        self.cpu_seconds = 0.0  # CPU time spent producing them (the benchmark reports it)
         self._pc: PeriodicCallback | None = None
         self._last: bytes | None = None
         self._stream_index = -1  # task-stream index already sent
@@ -86,6 +88,7 @@ class Broadcaster:
         if not self.subscribers:
             self.stop()
             return
+        t0 = time.thread_time()
         try:
             data = self.produce(self._stream_index)
         except Exception:
@@ -95,6 +98,7 @@ class Broadcaster:
         frame = b"event: snapshot\ndata: " + json.dumps(data, default=json_default).encode() + b"\n\n"
         self._last = frame
         self.ticks += 1
+        self.cpu_seconds += time.thread_time() - t0
         for sub in self.subscribers:
             sub.frame = frame
             sub.ready.set()

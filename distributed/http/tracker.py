@@ -254,6 +254,20 @@ class PrefixTracker:
             })
         return rows
 
+    def stream_rows(self, after: int = -1, limit: int = 1000) -> list[list]:
+        """The newest task-stream records with ``index > after``, at most
+        ``limit`` (oldest first), as compact rows for the event stream:
+        ``[index, key, prefix, worker, start_ms, stop_ms, status]``."""
+        if not self.stream:
+            return []
+        first = self.stream[0][0]
+        start = max(0, after + 1 - first, len(self.stream) - max(0, limit))
+        stream = self.stream
+        # Times as integer milliseconds: cheaper to make and to encode than floats.
+        return [[idx, key if type(key) is str else _key_text(key), prefix, worker, int(t0 * 1000),
+                 int(t1 * 1000), status]
+                for idx, key, prefix, worker, t0, t1, status in (stream[i] for i in range(start, len(stream)))]
+
     def stream_after(self, after: int = -1, limit: int = 1000) -> list[dict]:
         """Task-stream records with ``index > after`` (oldest first), at most ``limit``."""
         if not self.stream:
