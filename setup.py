@@ -8,6 +8,9 @@ with open(os.path.join(here, "requirements.txt")) as f:
     install_requires = [line.strip() for line in f if line.strip() and not line.startswith("#")]
 with open(os.path.join(here, "README.rst")) as f:
     long_description = f.read()
+# One source for the version: distributed/_version.py (read, not imported).
+with open(os.path.join(here, "distributed", "_version.py")) as f:
+    version = next(line.split('"')[1] for line in f if line.startswith("__version__"))
 
 extras_require = {
     # cryptography: the tests generate their own CA and certificates.
@@ -22,7 +25,7 @@ extras_require = {
 
 setup(
     name="distributed",
-    version="0.1.0",
+    version=version,
     description="Parallel and distributed computing with a central scheduler",
     long_description=long_description,
     long_description_content_type="text/x-rst",

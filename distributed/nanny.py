@@ -48,7 +48,9 @@ from distributed.comm import get_address_host_port, normalize_address
 from distributed.core import Server, Status
 from distributed.nanny_plugins import NannyPluginsMixin
 from distributed.preloading import start_preloads, teardown_preloads
+from distributed.utils import host_from_interface, refuse_unknown_keywords
 from distributed.worker.server import (
+    EXIT_LIFETIME_RESTART,
     Worker,
     _choose_host,
     nthreads_from,
@@ -78,6 +80,8 @@ def describe_exit(exitcode: int | None) -> str:
             return f"killed by signal {signal.Signals(-exitcode).name}"
         except ValueError:
             return f"killed by signal {-exitcode}"
+    if exitcode == EXIT_LIFETIME_RESTART:
+        return "reached its lifetime (--lifetime-restart)"
     return f"exited with code {exitcode}"
 
 
@@ -303,6 +307,15 @@ def _listen_address(addr_or_port) -> tuple[str | None, int]:
     return get_address_host_port(normalize_address(addr_or_port))
 
 
+def _check_worker_keywords(worker_kwargs: dict) -> None:
+    """Refuse, here and now, keywords the worker process would refuse later
+    (where the error would only come back through the pipe)."""
+    import inspect
+
+    accepted = inspect.signature(Worker.__init__).parameters
+    refuse_unknown_keywords("Nanny", {k: v for k, v in worker_kwargs.items() if k not in accepted})
+
+
 class Nanny(Server, NannyPluginsMixin):
     """Supervise a worker process: ``Nanny(scheduler_address, nthreads=2)``,
     started with ``await nanny`` (or ``async with``); the same arguments as
@@ -337,8 +350,10 @@ class Nanny(Server, NannyPluginsMixin):
         memory_terminate_fraction: float | None = None,
         preload_nanny=None,
         preload_nanny_argv=None,
+        interface: str | None = None,
         **worker_kwargs,
     ):
+        _check_worker_keywords(worker_kwargs)
         config.refresh()
         self.scheduler_address = scheduler_address_from(scheduler_ip, scheduler_port, scheduler_file, "Nanny")
         self.nthreads = nthreads_from(nthreads, ncores)
@@ -349,7 +364,7 @@ class Nanny(Server, NannyPluginsMixin):
             fraction = config.get("distributed.worker.memory.terminate")
         self.memory_terminate_fraction = float(fraction) if fraction else 0.0
         self.memory_monitor_interval = config.get_timedelta("distributed.worker.memory.monitor-interval")
-        self._requested_host = ip or host
+        self._requested_host = host_from_interface(ip or host, interface)
         self._requested_port = port
         self.auto_restart = auto_restart
         self.silence_logs = silence_logs

@@ -492,6 +492,36 @@ def get_ip_interface(ifname: str) -> str:
     raise ValueError(f"network interface {ifname!r} has no IPv4 address")
 
 
+def host_from_interface(host: str | None, interface: str | None) -> str | None:
+    """The host to listen on: ``host``, or the IPv4 address of network
+    interface ``interface`` (``--interface eth0``); both at once is an error.
+
+    >>> host_from_interface(None, "lo")
+    '127.0.0.1'
+    >>> host_from_interface("10.0.0.1", None)
+    '10.0.0.1'
+    """
+    if interface is None:
+        return host
+    if host:
+        raise ValueError(f"give a host ({host!r}) or a network interface ({interface!r}), "
+                         "not both")
+    return get_ip_interface(interface)
+
+
+def refuse_unknown_keywords(owner: str, kwargs: dict) -> None:
+    """Raise ``TypeError`` naming keywords ``owner`` cannot honour (they are
+    never accepted and ignored).
+
+    >>> refuse_unknown_keywords("Worker", {})
+    >>> refuse_unknown_keywords("Worker", {"colour": "red"})
+    Traceback (most recent call last):
+    TypeError: Worker() got keyword arguments it cannot honour: ['colour']
+    """
+    if kwargs:
+        raise TypeError(f"{owner}() got keyword arguments it cannot honour: {sorted(kwargs)}")
+
+
 def ensure_ip(hostname: str) -> str:
     """The IP address of ``hostname`` (an IP address is returned unchanged).
 

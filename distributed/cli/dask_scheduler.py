@@ -47,9 +47,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--host",
-        default="127.0.0.1",
-        help="interface to listen on (default: %(default)s; use 0.0.0.0 "
+        help="address to listen on (default: 127.0.0.1; use 0.0.0.0 "
         "to accept connections from other machines)",
+    )
+    parser.add_argument(
+        "--interface",
+        help="network interface to listen on, e.g. eth0 or ib0 (instead of --host)",
     )
     parser.add_argument(
         "--port",
@@ -141,6 +144,7 @@ async def _serve(args: argparse.Namespace, shutdown: ShutdownSignals) -> int:
     try:
         scheduler = Scheduler(
             host=args.host,
+            interface=args.interface,
             port=args.port,
             scheduler_file=args.scheduler_file,
             dashboard_address=args.dashboard_address,
@@ -157,7 +161,8 @@ async def _serve(args: argparse.Namespace, shutdown: ShutdownSignals) -> int:
         await scheduler.start()
     except Exception as e:  # port in use, an unwritable --scheduler-file, a failing preload
         logger.error(
-            "Could not start the scheduler at %s:%s: %s", args.host, args.port, e
+            "Could not start the scheduler at %s:%s: %s", args.host or args.interface or "127.0.0.1",
+            args.port, e
         )
         # start() may have got as far as listening before failing.
         await close_within(scheduler.close(), CLOSE_TIMEOUT, "The scheduler")

@@ -119,6 +119,37 @@ def _memory_limit_arg(text: str) -> str:
     return text
 
 
+def _nworkers_arg(text: str) -> int:
+    """``N``, ``auto`` (one per CPU) or a negative ``-N`` (CPUs + 1 - N)."""
+    cpus = os.cpu_count() or 1
+    if text == "auto":
+        return cpus
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'auto'") from None
+    if n < 0:
+        n = cpus + 1 + n
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{text} leaves no worker on {cpus} CPUs")
+    if n == 0:
+        raise argparse.ArgumentTypeError("must not be 0")
+    return n
+
+
+def _duration_arg(text: str) -> str:
+    """Check a duration now (a usage error, not a crash in every worker)."""
+    from distributed import config
+
+    try:
+        if config.parse_timedelta(text) <= 0:
+            raise ValueError("not positive")
+    except (ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration such as "
+                                         "'30 minutes'") from None
+    return text
+
+
 def _positive_int_arg(text: str) -> int:
     try:
         n = int(text)
@@ -164,10 +195,11 @@ def make_parser() -> argparse.ArgumentParser:
         "--nprocs",
         "--nworkers",
         dest="nprocs",
-        type=_positive_int_arg,
+        type=_nworkers_arg,
         default=1,
         metavar="N",
-        help="number of worker processes (default: %(default)s)",
+        help="number of worker processes: N, 'auto' (one per CPU), or a negative "
+        "number (CPUs + 1 + N, so -1 is one per CPU) (default: %(default)s)",
     )
     p.add_argument(
         "--nanny",
@@ -193,6 +225,30 @@ def make_parser() -> argparse.ArgumentParser:
         "--host",
         help="interface the worker (and its nanny) listen on (default: the "
         "one that reaches the scheduler)",
+    )
+    p.add_argument(
+        "--interface",
+        help="network interface to listen on, e.g. eth0 or ib0 (instead of --host)",
+    )
+    p.add_argument(
+        "--lifetime",
+        type=_duration_arg,
+        metavar="DURATION",
+        help="retire after this long (e.g. '1 hour'), moving data to other workers "
+        "first; for batch jobs with a wall-time limit",
+    )
+    p.add_argument(
+        "--lifetime-stagger",
+        type=_duration_arg,
+        metavar="DURATION",
+        help="spread the --lifetime of workers started together by up to this much "
+        "either way, so they do not leave at once",
+    )
+    p.add_argument(
+        "--lifetime-restart",
+        action="store_true",
+        default=None,
+        help="after --lifetime, start a fresh worker (needs --nanny)",
     )
     p.add_argument(
         "--worker-port",
@@ -261,6 +317,12 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("a SCHEDULER_ADDRESS or --scheduler-file is required")
     if args.scheduler_address is not None and args.scheduler_file is not None:
         parser.error("give a SCHEDULER_ADDRESS or --scheduler-file, not both")
+    if args.host and args.interface:
+        parser.error("give --host or --interface, not both")
+    if args.lifetime_restart and not args.nanny:
+        parser.error("--lifetime-restart needs --nanny (the nanny starts the fresh worker)")
+    if (args.lifetime_stagger or args.lifetime_restart) and not args.lifetime:
+        parser.error("--lifetime-stagger and --lifetime-restart need --lifetime")
     if args.scheduler_address is not None:
         from distributed.comm import normalize_address
 
@@ -292,6 +354,10 @@ def _worker_options(args: argparse.Namespace, index: int | None) -> dict[str, An
             "memory_limit": args.memory_limit,
             "resources": args.resources,
             "host": args.host,
+            "interface": args.interface,
+            "lifetime": args.lifetime,
+            "lifetime_stagger": args.lifetime_stagger,
+            "lifetime_restart": args.lifetime_restart,
             "port": args.worker_port,
             "local_directory": args.local_directory,
             "security": security_from_args(args, "worker"),

@@ -27,6 +27,7 @@ from distributed.scheduler.extensions import close_extensions, load_extensions, 
 from distributed.scheduler.plugin_server import SchedulerPluginsMixin
 from distributed.scheduler.state import SchedulerState
 from distributed.scheduler.stealing import WorkStealing, interval_from_config
+from distributed.utils import host_from_interface, refuse_unknown_keywords
 from distributed.versions import get_versions
 
 __all__ = ["Scheduler"]
@@ -100,8 +101,9 @@ class Scheduler(Server, SchedulerPluginsMixin):
         protocol: str | None = None,
         **kwargs,
     ):
+        refuse_unknown_keywords("Scheduler", kwargs)
         config.refresh()
-        self._host = ip or host or "127.0.0.1"
+        self._host = host_from_interface(ip or host, interface) or "127.0.0.1"
         self._port = self.default_port if port is None else port
         validate = validate if validate is not None else config.get("distributed.scheduler.validate", False)
         self.validate = validate

@@ -686,3 +686,40 @@ def test_nanny_that_cannot_restart_its_worker_exits_1(tmp_path: Path) -> None:
         assert worker.wait(START_TIMEOUT) == 1, worker.stderr
         assert "Could not restart worker 'orphan'" in worker.stderr
         wait_until_gone({info["pid"]})
+
+
+def test_worker_lifetime_restart_and_interface() -> None:
+    """The options dask-jobqueue's job scripts pass: a worker on interface
+    ``lo`` whose lifetime ends is replaced by a fresh process under the same
+    nanny; without --lifetime-restart the nanny and the command end."""
+    with programs() as start:
+        scheduler, address = start_scheduler(start)
+        worker = start(WORKER, address, "--nthreads", "1", "--interface", "lo",
+                       "--lifetime", "2s", "--lifetime-restart")
+        (old,) = wait_for_workers(address, 1).values()
+        assert old["host"] == "127.0.0.1" or old["id"].startswith("tcp://127.0.0.1")
+
+        def restarted() -> dict | None:
+            workers = list(scheduler_identity(address)["workers"].values())
+            if len(workers) == 1 and workers[0]["pid"] != old["pid"]:
+                return workers[0]
+            return None
+
+        new = wait_until(restarted, START_TIMEOUT, "the worker to come back after its lifetime")
+        assert new["nanny"] == old["nanny"]
+        worker.interrupt()
+        assert worker.wait() == 0, worker.stderr
+
+        once = start(WORKER, address, "--nthreads", "1", "--lifetime", "1s")
+        assert once.wait(START_TIMEOUT) == 0, once.stderr  # retired, then ended
+        scheduler.interrupt()
+        assert scheduler.wait() == 0
+
+
+@pytest.mark.parametrize("text, expected", [("3", 3), ("auto", os.cpu_count() or 1),
+                                            ("-1", os.cpu_count() or 1)])
+def test_nworkers_forms(text: str, expected: int) -> None:
+    from distributed.cli.dask_worker import make_parser
+
+    args = make_parser().parse_args(["tcp://127.0.0.1:1", "--nworkers", text])
+    assert args.nprocs == expected

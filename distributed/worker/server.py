@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import logging
 import os
+import random
 import socket
 import sys
 import tempfile
@@ -47,7 +48,14 @@ from distributed.remote_call import run_user_function
 from distributed.spec import NODE, WALK, open_spec, run_spec_call
 from distributed.spill import SpillBuffer
 from distributed.threadpool import ThreadPool, set_task_hooks
-from distributed.utils import in_thread_of, sizeof, sync, thread_state
+from distributed.utils import (
+    host_from_interface,
+    in_thread_of,
+    refuse_unknown_keywords,
+    sizeof,
+    sync,
+    thread_state,
+)
 from distributed.versions import get_versions
 from distributed.worker.plugins import WorkerPluginsMixin
 from distributed.worker.state import Execute, GatherDep, WorkerState
@@ -128,6 +136,38 @@ def _choose_host(scheduler_address: str) -> str:
         return "127.0.0.1"
 
 
+#: The exit code of a worker process that reached its lifetime and is to be
+#: restarted (``--lifetime-restart``): nonzero, so its nanny starts a new one.
+EXIT_LIFETIME_RESTART = 75
+
+
+def _lifetime(lifetime: float | str | None, stagger: float | str | None) -> float | None:
+    """Seconds until a worker retires: ``lifetime`` (config
+    ``distributed.worker.lifetime.duration``) plus or minus a uniformly random
+    part of ``stagger``, so that workers started together do not all leave
+    at once; None when no lifetime is set.
+
+    >>> _lifetime(None, None) is None
+    True
+    >>> _lifetime("1 hour", 0)
+    3600.0
+    """
+    if lifetime is None:
+        lifetime = config.get("distributed.worker.lifetime.duration")
+    if lifetime is None:
+        if stagger:
+            raise ValueError("lifetime_stagger needs a lifetime")
+        return None
+    seconds = config.parse_timedelta(lifetime)
+    if stagger is None:
+        stagger = config.get("distributed.worker.lifetime.stagger")
+    spread = config.parse_timedelta(stagger) if stagger else 0.0
+    if seconds <= 0 or spread < 0:
+        raise ValueError(f"lifetime must be positive and its stagger not negative, not "
+                         f"{lifetime!r} and {stagger!r}")
+    return max(seconds + random.uniform(-spread, spread), 0.0)
+
+
 class Worker(Server, WorkerPluginsMixin):
     """A worker: ``Worker(scheduler_address, nthreads=2)``, started with
     ``await worker`` (or ``async with``).
@@ -175,15 +215,23 @@ class Worker(Server, WorkerPluginsMixin):
         scheduler_sni: str | None = None,
         dashboard_address: str | None = None,
         dashboard: bool | None = None,
+        interface: str | None = None,
+        lifetime: float | str | None = None,
+        lifetime_stagger: float | str | None = None,
+        lifetime_restart: bool | None = None,
         **kwargs,
     ):
+        refuse_unknown_keywords("Worker", kwargs)
         config.refresh()
         self.scheduler_address = scheduler_address_from(scheduler_ip, scheduler_port, scheduler_file, "Worker")
         self.nthreads = nthreads_from(nthreads, ncores)
         self.name = name
         self.memory_limit = parse_memory_limit(memory_limit, self.nthreads)
         self.resources = dict(resources or {})
-        self._requested_host = ip or host
+        self._requested_host = host_from_interface(ip or host, interface)
+        self.lifetime = _lifetime(lifetime, lifetime_stagger)
+        self.lifetime_restart = (config.get("distributed.worker.lifetime.restart")
+                                 if lifetime_restart is None else bool(lifetime_restart))
         self._requested_port = port
         self.contact_address = contact_address
         self.validate = validate if validate is not None else config.get("distributed.worker.validate", False)
@@ -230,6 +278,7 @@ class Worker(Server, WorkerPluginsMixin):
         self.dashboard_address = dashboard_address
         self._dashboard = dashboard
         self.http_server = None
+        self._lifetime_timer: asyncio.TimerHandle | None = None
         self.startstops: dict = {}
         self._fetches_from: dict[str, asyncio.Task] = {}  # peer -> the fetch running from it
         self.bandwidth: float | None = None  # bytes/s of fetches from peers, once measured
@@ -323,6 +372,9 @@ class Worker(Server, WorkerPluginsMixin):
         self.diagnostics.start()
         await self._setup_pending_plugins()
         self.start_periodic_callback("heartbeat", self.heartbeat, self.heartbeat_interval)
+        if self.lifetime is not None:
+            self._lifetime_timer = asyncio.get_running_loop().call_later(
+                self.lifetime, lambda: self.spawn(self._end_of_lifetime()))
         if self.memory_limit and (self.memory_spill_fraction or self.memory_pause_fraction):
             self.start_periodic_callback("memory", self._check_memory, self.memory_monitor_interval)
         logger.info("Worker %s started (%d threads), scheduler %s",
@@ -436,7 +488,7 @@ class Worker(Server, WorkerPluginsMixin):
 
     def metrics(self) -> dict:
         proc = psutil.Process()
-        return {
+        out = {
             "executing": len(self.state.executing),
             "in_memory": len(self.data),
             "ready": len(self.state.ready),
@@ -456,6 +508,32 @@ class Worker(Server, WorkerPluginsMixin):
             rate = nbytes / seconds
             self.bandwidth = rate if self.bandwidth is None else 0.5 * (self.bandwidth + rate)
 
+    async def _end_of_lifetime(self) -> None:
+        """``lifetime`` has passed: move this worker's data, then close (to be
+        restarted by the nanny with ``lifetime_restart``)."""
+        logger.info("Worker %s reached its lifetime; retiring%s", self.address,
+                    " to be restarted" if self.lifetime_restart else "")
+        await self.close_gracefully(restart=self.lifetime_restart)
+
+    async def close_gracefully(self, restart: bool = False) -> None:
+        """Hand this worker's unique data to other workers (through the
+        scheduler's ``retire_workers``), then close.  With ``restart`` a
+        nanny starts a fresh worker in its place.
+
+        >>> await worker.close_gracefully()  # doctest: +SKIP
+        """
+        if self.status not in (Status.running, Status.paused):
+            return
+        try:
+            await self.rpc(self.scheduler_address).retire_workers(
+                workers=[self.address], close_workers=False, remove=True)
+        except Exception as e:  # the scheduler is gone or refused: close all the same
+            logger.warning("Worker %s could not hand its data over before closing: %s",
+                           self.address, e)
+        if restart and self.nanny is not None:
+            self.exit_code = EXIT_LIFETIME_RESTART  # the nanny starts a new worker
+        await self.close()
+
     async def close(self, report: bool = True, timeout: float = 10, executor_wait: bool = True,
                     nanny: bool = True, **kwargs) -> None:
         """Stop the worker; idempotent."""
@@ -466,6 +544,8 @@ class Worker(Server, WorkerPluginsMixin):
         self.status = Status.closing
         for pc in self.periodic_callbacks.values():
             pc.stop()
+        if self._lifetime_timer is not None:
+            self._lifetime_timer.cancel()
         self.diagnostics.close()
         await self._teardown_plugins()
         await teardown_preloads(self.preloads)
