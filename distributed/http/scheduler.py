@@ -22,7 +22,7 @@ from distributed.http.metrics_scheduler import collect
 from distributed.http.prometheus import MetricsHandler
 from distributed.http.server import HTTPServer, parse_address
 from distributed.http.stream import Broadcaster
-from distributed.http.tracker import PrefixTracker, ServerHooks
+from distributed.http.tracker import PrefixTracker
 
 __all__ = ["SchedulerHTTP"]
 
@@ -100,7 +100,6 @@ class SchedulerHTTP:
         """Listen on ``address`` (``":8787"``, ``"127.0.0.1:0"``...); returns the port."""
         host, port = parse_address(address, default_host, default_port)
         self.tracker.install()
-        self.scheduler.add_plugin(ServerHooks(self.tracker), name=PrefixTracker.name, idempotent=True)
         try:
             port = self.http.listen(host, port)
         except BaseException:
@@ -113,10 +112,6 @@ class SchedulerHTTP:
 
     def _unhook(self) -> None:
         self.tracker.uninstall()
-        try:
-            self.scheduler.remove_plugin(PrefixTracker.name)
-        except (KeyError, ValueError):
-            pass
 
     async def close(self) -> None:
         """Stop the stream, the tick monitor and the server; idempotent."""

@@ -11,7 +11,11 @@ Tasks are born ``released`` without a transition (``update_graph``) and
 scattered data goes straight to ``memory`` (``update_data``); so the tracker
 counts only the non-released states from transitions and the task total per
 prefix from those two entry points, which it wraps on the state machine
-instance, and derives ``released`` as the difference.
+instance, and derives ``released`` as the difference.  It wraps
+``add_worker``/``remove_worker``/``add_client``/``remove_client`` the same
+way to count arrivals and departures.  It is not a registered scheduler
+plugin: any registered plugin makes the scheduler build per-graph arguments
+for plugin hooks, a cost the dashboard should not add.
 
 Runs on the scheduler's event loop; not thread-safe.
 """
@@ -23,7 +27,7 @@ from typing import Any
 
 from distributed.utils import key_split
 
-__all__ = ["PrefixTracker", "ServerHooks", "TRACKED_STATES"]
+__all__ = ["PrefixTracker", "TRACKED_STATES"]
 
 #: States counted per prefix; ``released`` is derived (see the module docstring).
 TRACKED_STATES = ("waiting", "no-worker", "queued", "processing", "memory", "erred")
@@ -129,6 +133,25 @@ class PrefixTracker:
                 self._data_updated(before)
 
         state.update_graph, state.update_data = update_graph, update_data
+        # Workers and clients joining and leaving, counted for /metrics.
+        for method, table, attr, joining in (("add_worker", state.workers, "workers_added", True),
+                                             ("remove_worker", state.workers, "workers_removed", False),
+                                             ("add_client", state.clients, "clients_added", True),
+                                             ("remove_client", state.clients, "clients_removed", False)):
+            setattr(state, method, self._counting(getattr(state, method), table, attr, joining))
+
+    def _counting(self, func, table: dict, attr: str, joining: bool):
+        """``func(who, ...)`` that adds 1 to ``self.<attr>`` when ``who``
+        joins (``joining``) or leaves ``table``."""
+        def wrapper(who, /, *args, **kwargs):  # positional-only: add_worker has a name= keyword
+            before = who in table
+            try:
+                return func(who, *args, **kwargs)
+            finally:
+                if (who in table) != before and (who in table) == joining:
+                    setattr(self, attr, getattr(self, attr) + 1)
+
+        return wrapper
 
     def uninstall(self) -> None:
         """Undo ``install``."""
@@ -140,8 +163,9 @@ class PrefixTracker:
         except ValueError:
             pass
         # Removing the instance attributes brings back the class's methods.
-        self.state.__dict__.pop("update_graph", None)
-        self.state.__dict__.pop("update_data", None)
+        for method in ("update_graph", "update_data", "add_worker", "remove_worker", "add_client",
+                       "remove_client"):
+            self.state.__dict__.pop(method, None)
 
     # -- hooks ---------------------------------------------------------
 
@@ -280,29 +304,6 @@ class PrefixTracker:
             out.append({"index": idx, "key": _key_text(key), "prefix": prefix, "worker": worker,
                         "status": status, "startstops": [{"action": "compute", "start": t0, "stop": t1}]})
         return out
-
-
-class ServerHooks:
-    """Scheduler-plugin hooks that count workers and clients for a tracker.
-
-    Registered as a plugin of its own (without a ``transition`` hook: the
-    tracker is called from the state machine's hook list directly).
-    """
-
-    def __init__(self, tracker: PrefixTracker):
-        self.tracker = tracker
-
-    def add_worker(self, scheduler=None, worker=None) -> None:
-        self.tracker.workers_added += 1
-
-    def remove_worker(self, scheduler=None, worker=None, **kwargs) -> None:
-        self.tracker.workers_removed += 1
-
-    def add_client(self, scheduler=None, client=None) -> None:
-        self.tracker.clients_added += 1
-
-    def remove_client(self, scheduler=None, client=None) -> None:
-        self.tracker.clients_removed += 1
 
 
 def _key_text(key) -> str:

@@ -209,6 +209,8 @@ async def test_metrics_have_upstream_names_and_the_state_values(c, s, a, b):
         assert samples[("dask_scheduler_tasks", frozenset({("state", state)}))] == states[state], state
     assert samples[("dask_scheduler_clients", frozenset())] == 1
     assert samples[("dask_scheduler_workers_added_total", frozenset())] == 2
+    assert samples[("dask_scheduler_client_connections_added_total", frozenset())] == 1
+    assert samples[("dask_scheduler_client_connections_removed_total", frozenset())] == 0
     worker_states = {lbl: v for (n, lbls), v in samples.items() if n == "dask_scheduler_workers"
                      for _, lbl in lbls}
     assert set(worker_states) == {"idle", "partially_saturated", "saturated", "paused", "retiring"}
@@ -282,6 +284,9 @@ async def test_retire_workers_post_checks_origin_and_body(c, s, a, b):
     assert code == 200, text
     assert a.address in json.loads(text)
     await async_poll_for(lambda: a.address not in s.workers, timeout=10)
+    samples = parse_metrics((await fetch(s, "/metrics"))[2])["samples"]
+    assert samples[("dask_scheduler_workers_removed_total", frozenset())] == 1
+    assert samples[("dask_scheduler_workers_added_total", frozenset())] == 2
 
 
 @gen_cluster(client=True, scheduler_kwargs=DASH)
