@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from dask.utils import format_time, parse_timedelta
+from distributed.config import format_time, parse_timedelta
 
 __all__ = ["progress", "ProgressBar", "TextProgressBar", "MultiProgressBar", "ProgressWidget",
            "MultiProgressWidget", "format_bar"]
@@ -42,7 +42,7 @@ def format_bar(done: int, total: int, elapsed: float, width: int = 40) -> str:
     >>> format_bar(42, 100, 1.7, width=8)
     '[###     ] | 42% Completed | 1.70 s | ETA 2.35 s'
     >>> format_bar(0, 0, 0.5, width=4)
-    '[####] | 100% Completed | 0.50 s'
+    '[####] | 100% Completed | 500.00 ms'
     """
     frac = 1.0 if total <= 0 else min(1.0, done / total)
     n = int(width * frac)

@@ -41,3 +41,30 @@ def test_importing_the_client_still_brings_dask_integration():
                "from distributed.futures import Future; import dask._task_spec as t; "
                "print(issubclass(Future, t.TaskRef))")
     assert out == "True"
+
+
+_NO_DASK = """
+import sys
+
+class NoDask:
+    def find_spec(self, name, path=None, target=None):
+        if name == "dask" or name.startswith("dask."):
+            raise ImportError(f"no {name} here: the core must work without dask")
+
+sys.meta_path.insert(0, NoDask())
+"""
+
+
+def test_the_core_works_without_dask():
+    """dask is an optional extra: with it unimportable, the public names
+    load, a local cluster computes, and progress and the diagnostics work."""
+    out = _run(_NO_DASK + (
+        "import distributed\n"
+        "for name in distributed.__all__: getattr(distributed, name)\n"
+        "from distributed import Client, LocalCluster, progress, performance_report\n"
+        "with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as lc, "
+        "Client(lc) as c:\n"
+        "    fs = c.map(lambda x: x + 1, range(10))\n"
+        "    progress(fs)\n"
+        "    print(sum(c.gather(fs)), 'dask' in sys.modules)\n"))
+    assert out.splitlines()[-1] == "55 False"
