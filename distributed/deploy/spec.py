@@ -296,6 +296,8 @@ class SpecCluster(Cluster):
 
     def _threads_per_worker(self) -> int:
         options = (self.new_spec or {}).get("options") or {}
+        if options.get("cores"):  # dask-jobqueue's template: cores per job, i.e. per spec (its group shares them)
+            return int(options["cores"])
         n = options.get("nthreads") or options.get("ncores") or options.get("threads_per_worker")
         if not n:
             raise ValueError("scale(cores=) needs the worker template's 'nthreads' option")
@@ -303,9 +305,11 @@ class SpecCluster(Cluster):
 
     def _memory_per_worker(self) -> int:
         options = (self.new_spec or {}).get("options") or {}
+        if options.get("memory"):  # dask-jobqueue's template: memory per job, i.e. per spec
+            return config.parse_bytes(options["memory"])
         limit = options.get("memory_limit")
         if not limit or limit == "auto":
-            raise ValueError("scale(memory=) needs the worker template's 'memory_limit' option")
+            raise ValueError("scale(memory=) needs the worker template's 'memory_limit' (or per-job 'memory') option")
         return config.parse_bytes(limit) * max(1, len((self.new_spec or {}).get("group", ())) or 1)
 
     def _specs_for(self, n: int | None, memory=None, cores=None) -> int:

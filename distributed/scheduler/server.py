@@ -104,7 +104,9 @@ class Scheduler(Server, SchedulerPluginsMixin):
         refuse_unknown_keywords("Scheduler", kwargs)
         config.refresh()
         self._host = host_from_interface(ip or host, interface) or "127.0.0.1"
-        self._port = self.default_port if port is None else port
+        # As upstream: the Python API listens on a free port unless told; only the CLI uses 8786
+        # (dask-jobqueue and other SpecCluster users pass no port and must not collide on a login node).
+        self._port = 0 if port is None else port
         validate = validate if validate is not None else config.get("distributed.scheduler.validate", False)
         self.validate = validate
         self.state = SchedulerState(
