@@ -15,7 +15,10 @@ with open(os.path.join(here, "distributed", "_version.py")) as f:
 extras_require = {
     # cryptography: the tests generate their own CA and certificates.
     # asyncssh: SSHCluster's tests run against a loopback sshd (test_ssh.py).
-    "test": ["pytest >= 7", "pytest-timeout >= 2", "hypothesis >= 6", "numpy", "cryptography", "asyncssh >= 2.14"],
+    # dask-jobqueue: test_jobqueue.py and test_slurm.py run its LocalCluster and SLURMCluster against us.
+    # joblib, scikit-learn: test_joblib.py drives GridSearchCV through joblib's dask backend (issue 16).
+    "test": ["pytest >= 7", "pytest-timeout >= 2", "hypothesis >= 6", "numpy", "cryptography", "asyncssh >= 2.14",
+             "dask-jobqueue >= 0.9", "joblib >= 1.3", "scikit-learn"],
     # SSHCluster (distributed/deploy/ssh.py) starts remote processes over asyncssh.
     "ssh": ["asyncssh >= 2.14"],
     # Security.temporary() (self-signed credentials made on the fly) needs it.
