@@ -140,6 +140,9 @@ defaults: dict[str, Any] = {
             "max-pending-handshakes-per-peer": 256,
             "default-scheme": "tcp",
             "socket-backlog": 2048,
+            # Same-host transfers (comm/shm.py): tcp:// frames of at least
+            # `threshold` bytes go through /dev/shm when the peer shares it.
+            "shm": {"enabled": True, "threshold": "1MiB"},
             "recent-messages-log-length": 0,
             "timeouts": {"connect": "30s", "tcp": "30s", "handshake": "10s"},
             "require-encryption": None,

@@ -43,13 +43,15 @@ from distributed.comm.errors import (
     ServerBusyError,
 )
 from distributed.comm.limits import Admission, Limits, warn_refused
+from distributed.comm.shm import Channel, sweep_dead_segments
 from distributed.protocol import ProtocolError, buffers, decode_message, encode_message
 from distributed.protocol.frames import (
+    AS_BYTES,
     MAX_FRAMES,
     check_message_size,
     pack_frames_prelude,
     parse_frame_count,
-    parse_frame_lengths,
+    parse_frame_table,
 )
 
 __all__ = [
@@ -208,6 +210,8 @@ class Comm:
         self.name: str | None = None
         stream.set_nodelay(True)
         set_tcp_timeouts(stream.socket)  # every socket we open or accept
+        # Large frames to a peer sharing our /dev/shm go through it (comm/shm.py).
+        self._shm = Channel.for_socket(stream.socket, local_address, peer_address)
 
     @property
     def max_message_size(self) -> int:
@@ -239,16 +243,19 @@ class Comm:
         try:
             header = await stream.read_bytes(8)
             n = parse_frame_count(header, self.max_frames)
-            lengths, as_bytes = parse_frame_lengths(
+            lengths, flags = parse_frame_table(
                 await stream.read_bytes(8 * n), n, self.max_message_size, self.peer_address,
                 self.local_address,
             )
+            as_bytes = [flag == AS_BYTES for flag in flags]
             total = sum(lengths)
             if total <= _SMALL:
                 buf = await stream.read_bytes(total) if total else b""
                 frames = _split(memoryview(buf), lengths)
             else:
                 frames = await self._read_large(lengths, as_bytes)
+            if any(flag & ~AS_BYTES for flag in flags):
+                frames = self._resolve_shm(frames, flags)
         except StreamClosedError as e:
             if not self.accepted and header == b"" and _auth_refusal(stream):
                 self.abort()
@@ -274,6 +281,17 @@ class Comm:
         except ProtocolError:
             self.abort()
             raise
+
+    def _resolve_shm(self, frames: list, flags: list[int]) -> list:
+        """Frames with the same-host transport's descriptors and hellos
+        resolved (``distributed.comm.shm``)."""
+        if self._shm is None:
+            raise ProtocolError(f"{self.peer_address} sent shared-memory frames on a "
+                                "connection that does not use them")
+        try:
+            return self._shm.resolve(frames, flags, self.max_message_size)
+        except OSError as e:  # the writer aborted and removed the segment
+            raise StreamClosedError(e) from None
 
     def _raise_server_hello(self, header: bytes) -> None:
         """The server answered our first request with a ServerHello: it
@@ -337,7 +355,10 @@ class Comm:
         frames = [_as_bytes_view(f) for f in frames]
         total = sum(len(f) for f in frames)
         check_message_size(total, self.max_message_size, "send", self.peer_address, self.local_address)
-        prelude = pack_frames_prelude(frames)
+        flags = None
+        if self._shm is not None:
+            frames, flags = self._shm.prepare(frames)
+        prelude = pack_frames_prelude(frames, flags)
         stream = self.stream
         try:
             if total <= _SMALL:
@@ -349,6 +370,8 @@ class Comm:
                     future = stream.write(frame)
                 await future
         except StreamClosedError as e:
+            if self._shm is not None:
+                self._shm.written(False, frames, flags)
             self.abort()
             raise CommClosedError(
                 f"connection to {self.peer_address} closed: {e.real_error or ''}"
@@ -372,6 +395,8 @@ class Comm:
 
     def abort(self) -> None:
         """Close at once, dropping anything not yet written."""
+        if self._shm is not None:  # the peer will not take our segments now
+            self._shm.release()
         if not self.stream.closed():
             self.stream.close()
 
@@ -519,6 +544,7 @@ class Listener(TCPServer):
         self.address: str | None = None
 
     def start_listening(self, host: str, port: int) -> str:
+        sweep_dead_segments()  # segments of processes killed on this machine
         sockets = bind_sockets(
             port,
             address=host,

@@ -10,7 +10,11 @@ go to the socket uncopied.
 
 The top bit of a length marks a frame that was a ``bytes`` object of at
 least ``AS_BYTES_MIN`` bytes: the receiver reads it straight into a new
-``bytes`` object, rather than into a buffer it would then copy from.
+``bytes`` object, rather than into a buffer it would then copy from.  The
+next two bits belong to the same-host fast path (``distributed.comm.shm``):
+``SHM_FRAME`` marks a small descriptor standing for a frame that travels
+through shared memory, ``CONTROL_FRAME`` a frame meant for the transport
+itself, which is never handed up.  ``parse_frame_table`` returns all three.
 
 Every length is 64 bits, so one frame may be larger than 2 or 4 GiB.  The
 only limit is the maximum message size, the sum of the frame lengths, which
@@ -24,7 +28,10 @@ import struct
 from collections.abc import Sequence
 
 __all__ = [
+    "AS_BYTES",
+    "CONTROL_FRAME",
     "MAX_FRAMES",
+    "SHM_FRAME",
     "MessageTooLargeError",
     "ProtocolError",
     "check_message_size",
@@ -36,7 +43,11 @@ __all__ = [
 MAX_FRAMES = 1_000_000
 
 _U64 = struct.Struct("<Q")
-_AS_BYTES = 1 << 63
+_AS_BYTES = AS_BYTES = 1 << 63
+#: Flags the same-host transport sets in the table (see the module docstring).
+SHM_FRAME = 1 << 62
+CONTROL_FRAME = 1 << 61
+_FLAGS = _AS_BYTES | SHM_FRAME | CONTROL_FRAME
 #: ``bytes`` frames from this size on are flagged to arrive as ``bytes``.
 AS_BYTES_MIN = 2**16
 
@@ -119,14 +130,17 @@ def check_message_size(size: int, limit: int, direction: str = "send", peer: str
         raise MessageTooLargeError(size, limit, direction, peer, local)
 
 
-def pack_frames_prelude(frames: Sequence) -> bytes:
-    """The count-and-lengths prelude that precedes ``frames`` on the wire.
+def pack_frames_prelude(frames: Sequence, flags: Sequence[int] | None = None) -> bytes:
+    """The count-and-lengths prelude that precedes ``frames`` on the wire;
+    ``flags`` (one int per frame) are or-ed into the lengths.
 
     >>> pack_frames_prelude([b"ab", b"c"])[:8]
     b'\\x02\\x00\\x00\\x00\\x00\\x00\\x00\\x00'
     """
     lengths = [_nbytes(f) | (_AS_BYTES if type(f) is bytes and len(f) >= AS_BYTES_MIN else 0)
                for f in frames]
+    if flags is not None:
+        lengths = [n | flag for n, flag in zip(lengths, flags, strict=True)]
     return struct.pack(f"<{len(lengths) + 1}Q", len(lengths), *lengths)
 
 
@@ -148,11 +162,23 @@ def parse_frame_lengths(
     >>> parse_frame_lengths(pack_frames_prelude([b"ab", b"c"])[8:], 2, 10)
     ([2, 1], [False, False])
     """
+    lengths, flags = parse_frame_table(data, n, max_size, peer, local)
+    return lengths, [bool(x & _AS_BYTES) for x in flags]
+
+
+def parse_frame_table(
+    data: bytes, n: int, max_size: int, peer: str = "", local: str = ""
+) -> tuple[list[int], list[int]]:
+    """``parse_frame_lengths`` with each frame's flag bits (``AS_BYTES``,
+    ``SHM_FRAME``, ``CONTROL_FRAME``) as an int instead of a bool.
+
+    >>> parse_frame_table(pack_frames_prelude([b"ab"], [SHM_FRAME])[8:], 1, 10)
+    ([2], [4611686018427387904])
+    """
     raw = struct.unpack(f"<{n}Q", data)
-    lengths = [x & ~_AS_BYTES for x in raw]
-    as_bytes = [bool(x & _AS_BYTES) for x in raw]
+    lengths = [x & ~_FLAGS for x in raw]
     check_message_size(sum(lengths), max_size, "receive", peer, local)
-    return lengths, as_bytes
+    return lengths, [x & _FLAGS for x in raw]
 
 
 def unpack_frames(data: bytes | memoryview, max_size: int = 2**62) -> list[memoryview]:
