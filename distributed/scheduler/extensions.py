@@ -19,6 +19,12 @@ sources make the set of extensions, later ones winning:
 3. ``Scheduler(extensions={...})``, which replaces both: exactly those
    extensions are loaded (classes or target strings).
 
+The work-stealing balancer is not one of these: it is part of the
+scheduler (``scheduler/stealing.py``, switched by
+``distributed.scheduler.work-stealing``), and appears in
+``scheduler.extensions["stealing"]`` only because upstream's code looks for
+it there.
+
 Optional hooks an extension may define, called by the scheduler:
 
 * ``remove_client(client)``: a client's stream to the scheduler ended (it

@@ -467,5 +467,7 @@ async def test_extensions_are_closed_with_the_scheduler():
 
 @gen_cluster(scheduler_kwargs={"extensions": {"recording": RecordingExtension}})
 async def test_scheduler_extensions_keyword_replaces_the_defaults(s, a, b):
-    assert set(s.extensions) == {"recording"}
+    # "stealing" is the scheduler's own balancer (distributed.scheduler.work-stealing),
+    # listed among the extensions only because upstream's code looks for it there.
+    assert set(s.extensions) - {"stealing"} == {"recording"}
     assert "lock_acquire" not in s.handlers

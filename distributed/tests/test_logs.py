@@ -11,6 +11,18 @@ from distributed.diagnostics.logs import SERVER_LOGGER, DequeHandler, get_logs
 from distributed.utils_test import async_poll_for, cluster, gen_cluster
 
 
+@pytest.fixture(autouse=True)
+def _distributed_logs_at_info():
+    """What reaches the deques depends on the ``distributed`` logger's level,
+    which a LocalCluster's ``silence_logs`` lowers for the whole process (as
+    upstream's does): make it INFO here, whatever ran before."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    yield
+    logger.setLevel(level)
+
+
 def _log_from_task(msg):
     logging.getLogger("user.app").warning("task says %s", msg)
     logging.getLogger("distributed.user_task").warning("in the worker deque: %s", msg)
