@@ -141,7 +141,8 @@ defaults: dict[str, Any] = {
             "default-scheme": "tcp",
             "socket-backlog": 2048,
             # Same-host transfers (comm/shm.py): tcp:// frames of at least
-            # `threshold` bytes go through /dev/shm when the peer shares it.
+            # `threshold` bytes are copied straight from the sender's memory
+            # when the peer is a process of the same user on this machine.
             "shm": {"enabled": True, "threshold": "1MiB"},
             "recent-messages-log-length": 0,
             "timeouts": {"connect": "30s", "tcp": "30s", "handshake": "10s"},
@@ -165,6 +166,9 @@ defaults: dict[str, Any] = {
                                 "stale-after": "30s"}},
         "dashboard": {
             "link": "{scheme}://{host}:{port}/status",
+            # auto: a token (derived from the cluster secret) is needed off-loopback;
+            # true: whenever the cluster has a secret; false: never (http/base.py).
+            "require-token": "auto",
             # The event stream's tick (only while a tab listens) and the task-stream ring.
             "interval": "500ms",
             "task-stream-length": 20000,

@@ -43,7 +43,7 @@ from distributed.comm.errors import (
     ServerBusyError,
 )
 from distributed.comm.limits import Admission, Limits, warn_refused
-from distributed.comm.shm import Channel, sweep_dead_segments
+from distributed.comm.shm import Channel
 from distributed.protocol import ProtocolError, buffers, decode_message, encode_message
 from distributed.protocol.frames import (
     AS_BYTES,
@@ -290,7 +290,7 @@ class Comm:
                                 "connection that does not use them")
         try:
             return self._shm.resolve(frames, flags, self.max_message_size)
-        except OSError as e:  # the writer aborted and removed the segment
+        except OSError as e:  # the writer died: nothing to copy from
             raise StreamClosedError(e) from None
 
     def _raise_server_hello(self, header: bytes) -> None:
@@ -355,27 +355,35 @@ class Comm:
         frames = [_as_bytes_view(f) for f in frames]
         total = sum(len(f) for f in frames)
         check_message_size(total, self.max_message_size, "send", self.peer_address, self.local_address)
-        flags = None
-        if self._shm is not None:
-            frames, flags = self._shm.prepare(frames)
-        prelude = pack_frames_prelude(frames, flags)
+        wire, flags, ack = frames, None, None
+        if self._shm is not None:  # large frames to a same-host peer: descriptors
+            wire, flags, ack = self._shm.prepare(frames)
+        prelude = pack_frames_prelude(wire, flags)
         stream = self.stream
         try:
-            if total <= _SMALL:
-                await stream.write(b"".join([prelude, *frames]))
-            else:
-                stream.write(prelude)
-                future = None
-                for frame in frames:
-                    future = stream.write(frame)
-                await future
-        except StreamClosedError as e:
-            if self._shm is not None:
-                self._shm.written(False, frames, flags)
-            self.abort()
-            raise CommClosedError(
-                f"connection to {self.peer_address} closed: {e.real_error or ''}"
-            ) from None
+            try:
+                if total <= _SMALL:
+                    await stream.write(b"".join([prelude, *wire]))
+                else:
+                    stream.write(prelude)
+                    future = None
+                    for frame in wire:
+                        future = stream.write(frame)
+                    await future
+            except StreamClosedError as e:
+                self.abort()
+                raise CommClosedError(
+                    f"connection to {self.peer_address} closed: {e.real_error or ''}"
+                ) from None
+            if ack is not None:  # the peer copies out of ``frames``: alive until it has
+                try:
+                    await self._shm.wait_acknowledged(ack, self.peer_address)
+                except CommClosedError:
+                    self.abort()
+                    raise
+        finally:
+            if ack is not None:  # closed before ``frames`` may go: a late copy is refused
+                ack.close()
         return total + len(prelude)
 
     def closed(self) -> bool:
@@ -395,8 +403,6 @@ class Comm:
 
     def abort(self) -> None:
         """Close at once, dropping anything not yet written."""
-        if self._shm is not None:  # the peer will not take our segments now
-            self._shm.release()
         if not self.stream.closed():
             self.stream.close()
 
@@ -544,7 +550,6 @@ class Listener(TCPServer):
         self.address: str | None = None
 
     def start_listening(self, host: str, port: int) -> str:
-        sweep_dead_segments()  # segments of processes killed on this machine
         sockets = bind_sockets(
             port,
             address=host,

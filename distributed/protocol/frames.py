@@ -12,9 +12,9 @@ The top bit of a length marks a frame that was a ``bytes`` object of at
 least ``AS_BYTES_MIN`` bytes: the receiver reads it straight into a new
 ``bytes`` object, rather than into a buffer it would then copy from.  The
 next two bits belong to the same-host fast path (``distributed.comm.shm``):
-``SHM_FRAME`` marks a small descriptor standing for a frame that travels
-through shared memory, ``CONTROL_FRAME`` a frame meant for the transport
-itself, which is never handed up.  ``parse_frame_table`` returns all three.
+``SHM_FRAME`` marks a small descriptor standing for a frame the receiver
+copies straight from the sender's memory, ``CONTROL_FRAME`` a frame meant
+for the transport itself, which is never handed up.  ``parse_frame_table`` returns all three.
 
 Every length is 64 bits, so one frame may be larger than 2 or 4 GiB.  The
 only limit is the maximum message size, the sum of the frame lengths, which

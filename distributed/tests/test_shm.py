@@ -3,19 +3,18 @@
 Values of every size around the threshold go through every path (a task's
 result, scatter, gather, a transfer between workers) in one process
 (``gen_cluster``) and across processes (``cluster()``), checked bytewise,
-with the counters showing whether shared memory carried them.  Then the
-fallbacks (disabled by config, a peer on "another host", a probe or a
-segment that cannot be opened, ``/dev/shm`` full), the clean-up of segments
-left by dead processes, and a sender and a receiver killed mid-transfer:
-the dependent task still computes and no segment stays behind.
+with the counters showing whether the fast path carried them.  Then the
+fallbacks (disabled by config, a peer on "another host", a peer whose
+memory cannot be read, no socket for the acknowledgement), a copy that
+fails mid-message, and a sender and a receiver killed mid-transfer: the
+dependent task still computes, and nothing is left in ``/dev/shm``.
 """
 from __future__ import annotations
 
 import errno
 import os
 import signal
-import subprocess
-import sys
+import socket
 
 import numpy as np
 import pytest
@@ -24,10 +23,11 @@ from distributed import Client, wait
 from distributed.comm import CommClosedError, connect, listen, shm
 from distributed.protocol import Serialize
 from distributed.tests.test_large_values import is_intact, is_intact_with_kind, make_value
-from distributed.utils_test import async_poll_for, cluster, gen_cluster, gen_test, poll_for
+from distributed.utils_test import async_poll_for, cluster, gen_cluster, gen_test
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="the shared-memory path is Linux only (/dev/shm)")
+pytestmark = pytest.mark.skipif(not shm.available(),
+                                reason="needs Linux with process_vm_readv and no Yama ptrace "
+                                       "restriction")
 
 MB = 2**20
 THRESHOLD = MB  # the default of distributed.comm.shm.threshold
@@ -35,10 +35,9 @@ KINDS = ["bytes", "numpy"]
 SMALL_SIZES = [0, 1_000, THRESHOLD - 1, THRESHOLD + 1, 64 * MB]
 
 
-def data_segments() -> set[str]:
-    """Segments (not probes) with this boot's and pid namespace's prefix."""
-    prefix = shm.segment_prefix()
-    return {n for n in os.listdir(shm.SHM_DIR) if n.startswith(prefix) and "-probe-" not in n}
+def dev_shm() -> set[str]:
+    """What is in /dev/shm (the fast path must never put anything there)."""
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
 
 
 def shm_stats() -> dict:
@@ -82,7 +81,7 @@ def _every_path_sync(c, a: str, b: str, kind: str, n: int) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 @gen_cluster(client=True, timeout=120)
 async def test_every_path_and_size_in_one_process(c, s, a, b, kind):
-    before = data_segments()
+    before = dev_shm()
     for n in SMALL_SIZES:
         start = shm_stats()
         await _every_path(c, a.address, b.address, kind, n)
@@ -92,11 +91,11 @@ async def test_every_path_and_size_in_one_process(c, s, a, b, kind):
         else:
             assert used == 0, (n, shm.stats, start)
     assert shm.stats["refused"] == 0
-    await async_poll_for(lambda: data_segments() <= before, timeout=10)
+    assert dev_shm() <= before
 
 
 def test_every_path_and_size_across_processes(loop):
-    before = data_segments()
+    before = dev_shm()
     with cluster(worker_kwargs={"memory_limit": "4GB"}) as (s, [a, b]):
         with Client(s["address"], loop=loop) as c:
             start = c.run(shm_stats)
@@ -104,17 +103,15 @@ def test_every_path_and_size_across_processes(loop):
                 for n in [*SMALL_SIZES, 256 * MB]:
                     _every_path_sync(c, a["address"], b["address"], kind, n)
             end = c.run(shm_stats)
-            # both workers received through segments (peer transfers, scatters)
+            # both workers received by copy (peer transfers, scatters)
             for w in (a["address"], b["address"]):
                 assert end[w]["received"] - start[w]["received"] >= 4, (w, start, end)
                 assert end[w]["refused"] == 0
-            poll_for(lambda: data_segments() <= before, timeout=10)
-    shm.sweep_dead_segments()  # the workers were terminated: their probes
-    assert data_segments() <= before
+    assert dev_shm() <= before
 
 
 @gen_test()
-async def test_comm_round_trip_is_zero_copy_for_arrays():
+async def test_comm_round_trip_copies_once_into_fresh_memory():
     async def echo(comm):
         for _ in range(2):
             msg = await comm.read()
@@ -131,12 +128,13 @@ async def test_comm_round_trip_is_zero_copy_for_arrays():
         assert is_intact(reply["x"], "numpy", 8 * MB, full=True)
         assert type(reply["b"]) is bytes and reply["b"] == blob
         assert shm.stats["received"] - start["received"] == 2
-        # backed by the mapping of the segment, not a private buffer
+        # backed by a fresh huge-page buffer (protocol/buffers.py), not shared
+        assert not np.shares_memory(reply["x"], x)
         base = reply["x"]
         while getattr(base, "base", None) is not None and not isinstance(base, memoryview):
             base = base.base
         assert isinstance(base, memoryview) and type(base.obj).__name__ == "mmap"
-        # the second message from us goes through shm too (the echo's hello)
+        # the second message from us takes the fast path too (the echo's hello)
         await comm.write({"x": Serialize(x), "b": blob})
         await comm.read()
         # (one process: the counters hold both ends) the echo's first reply,
@@ -171,9 +169,13 @@ async def test_peer_on_another_host_uses_tcp(c, s, a, b, monkeypatch):
 
 
 @gen_cluster(client=True, timeout=60)
-async def test_peer_whose_segments_cannot_be_opened_uses_tcp(c, s, a, b, monkeypatch):
-    # a peer in another container: same host id, another /dev/shm
-    monkeypatch.setattr(shm, "_read_probe", lambda name: None)
+async def test_peer_whose_memory_cannot_be_read_uses_tcp(c, s, a, b, monkeypatch):
+    # a peer in another container or pid namespace, or a seccomp profile
+    # that forbids process_vm_readv: the hello's token cannot be read
+    def refuse(pid, address, target):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(shm, "_read_remote", refuse)
     start = shm_stats()
     for kind in KINDS:
         await _every_path(c, a.address, b.address, kind, 4 * MB)
@@ -182,11 +184,11 @@ async def test_peer_whose_segments_cannot_be_opened_uses_tcp(c, s, a, b, monkeyp
 
 
 @gen_cluster(client=True, timeout=60)
-async def test_dev_shm_full_sends_over_tcp(c, s, a, b, monkeypatch):
-    def full(frame):
-        raise OSError(errno.ENOSPC, "No space left on device")
+async def test_no_socket_for_the_acknowledgement_sends_over_tcp(c, s, a, b, monkeypatch):
+    def exhausted():
+        raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(shm, "_write_segment", full)
+    monkeypatch.setattr(shm, "_ack_socket", exhausted)
     start = shm_stats()
     for kind in KINDS:
         await _every_path(c, a.address, b.address, kind, 4 * MB)
@@ -194,9 +196,7 @@ async def test_dev_shm_full_sends_over_tcp(c, s, a, b, monkeypatch):
     assert shm.stats["fallback"] > start["fallback"]
 
 
-def test_only_plain_tcp_on_one_host_is_a_candidate():
-    import socket
-
+def test_only_plain_tcp_on_one_host_is_a_candidate(monkeypatch):
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
@@ -205,15 +205,22 @@ def test_only_plain_tcp_on_one_host_is_a_candidate():
             assert shm.Channel.for_socket(client, ours, ours) is not None
             assert shm.Channel.for_socket(client, "tls://127.0.0.1:1", "tls://127.0.0.1:2") is None
             assert shm.Channel.for_socket(None, ours, ours) is None
+            # Yama's ptrace_scope 1 lets a process read only its children
+            real = shm._read_text
+            monkeypatch.setattr(shm, "_read_text",
+                                lambda path: "1" if "yama" in path else real(path))
+            assert not shm.available()
+            assert shm.Channel.for_socket(client, ours, ours) is None
 
 
 @gen_test()
-async def test_missing_segment_is_a_closed_connection_not_a_wrong_value(monkeypatch):
+async def test_failed_copy_is_a_closed_connection_not_a_wrong_value(monkeypatch):
     received = []
 
     async def handler(comm):
         try:
             received.append(await comm.read())
+            await comm.write({"op": "hello back"})  # carries the listener's hello
             received.append(await comm.read())
         except CommClosedError as e:
             received.append(e)
@@ -221,51 +228,19 @@ async def test_missing_segment_is_a_closed_connection_not_a_wrong_value(monkeypa
     async with listen("tcp://127.0.0.1:0", handler) as listener:
         comm = await connect(listener.address)
         await comm.write({"op": "hello"})  # carries our hello
-        await async_poll_for(lambda: received, timeout=10)
-        # the listener's side has not written yet, so it never told us its
-        # hello: pretend it did, then lose the segment before it is read
-        comm._shm.peer_ok = True
+        assert (await comm.read()) == {"op": "hello back"}
+        assert comm._shm.peer is not None
 
-        def lose(name, nbytes, as_bytes):
-            os.unlink(os.path.join(shm.SHM_DIR, name))
-            raise FileNotFoundError(name)
+        def writer_died(pid, address, target):
+            raise ProcessLookupError(errno.ESRCH, "No such process")
 
-        monkeypatch.setattr(shm, "_open_segment", lose)
-        await comm.write({"x": Serialize(make_value("numpy", 2 * MB))})
+        monkeypatch.setattr(shm, "_read_remote", writer_died)
+        # the reader fails the copy, says so, and closes: our write fails too
+        with pytest.raises(CommClosedError, match="could not copy"):
+            await comm.write({"x": Serialize(make_value("numpy", 2 * MB))})
         await async_poll_for(lambda: len(received) == 2, timeout=10)
         assert isinstance(received[1], CommClosedError)
         await comm.close()
-
-
-# ----------------------------------------------------------------------
-# Segments of dead processes
-# ----------------------------------------------------------------------
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-@gen_test()
-async def test_listener_start_removes_segments_of_dead_processes():
-    prefix = shm.segment_prefix()
-    dead = os.path.join(shm.SHM_DIR, f"{prefix}{_dead_pid()}-7-deadbeef")
-    alive = os.path.join(shm.SHM_DIR, f"{prefix}{os.getpid()}-999999-deadbeef")
-    stranger = os.path.join(shm.SHM_DIR, "dsk-not-ours")
-    for path in (dead, alive, stranger):
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(fd)
-    try:
-        async with listen("tcp://127.0.0.1:0", lambda comm: comm.close()):
-            pass
-        assert not os.path.exists(dead)
-        assert os.path.exists(alive) and os.path.exists(stranger)
-    finally:
-        for path in (dead, alive, stranger):
-            if os.path.exists(path):
-                os.unlink(path)
 
 
 # ----------------------------------------------------------------------
@@ -273,66 +248,88 @@ async def test_listener_start_removes_segments_of_dead_processes():
 # ----------------------------------------------------------------------
 
 
-def _die_while_writing_segments():
-    """In a worker: the next segment is half written, then SIGKILL."""
+def _die_before_the_copy():
+    """In a worker: SIGKILL right after sending descriptors (they are
+    flushed), before the peer copies the frames."""
     from distributed.comm import shm as worker_shm
 
-    def write_half_and_die(fd, view):
-        os.write(fd, view[: len(view) // 2])
+    async def die(self, ack, peer_address):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    worker_shm._write_all = write_half_and_die
+    worker_shm.Channel.wait_acknowledged = die
 
 
-def _die_while_opening_segments():
-    """In a worker: SIGKILL as soon as a segment arrives, before mapping it."""
+def _die_while_copying():
+    """In a worker: SIGKILL as it starts copying a frame from its peer."""
     from distributed.comm import shm as worker_shm
 
-    def die(name, nbytes, as_bytes):
-        os.kill(os.getpid(), signal.SIGKILL)
+    real = worker_shm._read_remote
 
-    worker_shm._open_segment = die
+    def die(pid, address, target):
+        if len(target) > 16:  # not a hello's token
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(pid, address, target)
+
+    worker_shm._read_remote = die
+
+
+def _copy_only_once_dead(pid: int):
+    """In a worker: copy frames only once process ``pid`` is gone, so the
+    copy meets a dead writer every time."""
+    import time
+
+    from distributed.comm import shm as worker_shm
+
+    real = worker_shm._read_remote
+
+    def late(peer, address, target):
+        if len(target) > 16:  # not a hello's token
+            deadline = time.monotonic() + 30
+            while worker_shm._pid_alive(pid):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"process {pid} still alive after 30 s")
+                time.sleep(0.01)
+        real(peer, address, target)
+
+    worker_shm._read_remote = late
 
 
 N_KILL = 32 * MB
 
 
 def test_sender_killed_mid_transfer(loop):
-    before = data_segments()
+    before = dev_shm()
     with cluster(worker_kwargs={"memory_limit": "2GB"}) as (s, [a, b]):
         with Client(s["address"], loop=loop) as c:
             x = c.submit(make_value, "numpy", N_KILL, workers=[a["address"]],
                          allow_other_workers=True)
             wait(x)
             assert list(c.who_has(x)[x.key]) == [a["address"]]
-            c.run(_die_while_writing_segments, workers=[a["address"]])
+            pid_a = c.run(os.getpid, workers=[a["address"]])[a["address"]]
+            c.run(_copy_only_once_dead, pid_a, workers=[b["address"]])
+            c.run(_die_before_the_copy, workers=[a["address"]])
             y = c.submit(is_intact_with_kind, x, "numpy", N_KILL, workers=[b["address"]])
-            # a dies half-way through its segment; x is recomputed on b
+            # a dies before b has copied x; x is recomputed on b
             assert y.result(timeout=60) == (True, "ndarray")
             a["proc"].join(10)
             assert a["proc"].exitcode == -signal.SIGKILL
-        # a's half-written segment: removed by the next listener (here: the sweep)
-        shm.sweep_dead_segments()
-        assert data_segments() <= before
+    assert dev_shm() <= before
 
 
 def test_receiver_killed_mid_transfer(loop):
-    before = data_segments()
+    before = dev_shm()
     with cluster(worker_kwargs={"memory_limit": "2GB"}) as (s, [a, b]):
         with Client(s["address"], loop=loop) as c:
             x = c.submit(make_value, "numpy", N_KILL, workers=[a["address"]])
             wait(x)
-            c.run(_die_while_opening_segments, workers=[b["address"]])
+            c.run(_die_while_copying, workers=[b["address"]])
             y = c.submit(is_intact_with_kind, x, "numpy", N_KILL, workers=[b["address"]],
                          allow_other_workers=True)
-            # b dies holding a segment it never mapped; y runs on a instead
+            # b dies copying x; y runs on a instead
             assert y.result(timeout=60) == (True, "ndarray")
             b["proc"].join(10)
             assert b["proc"].exitcode == -signal.SIGKILL
-            # a, still alive, removes the segment b never took once it sees
-            # the connection closed
-            poll_for(lambda: data_segments() <= before, timeout=20)
-            assert c.submit(np.sum, x, workers=[a["address"]]).result() == make_value(
-                "numpy", N_KILL).sum()
-    shm.sweep_dead_segments()
-    assert data_segments() <= before
+            # a stopped waiting for b's acknowledgement and still serves x
+            total = c.submit(np.sum, x, workers=[a["address"]]).result(timeout=30)
+            assert total == make_value("numpy", N_KILL).sum()
+    assert dev_shm() <= before
