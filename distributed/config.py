@@ -166,6 +166,9 @@ defaults: dict[str, Any] = {
                                 "stale-after": "30s"}},
         "dashboard": {
             "link": "{scheme}://{host}:{port}/status",
+            # auto: a token (derived from the cluster secret) is needed off-loopback;
+            # true: whenever the cluster has a secret; false: never (http/base.py).
+            "require-token": "auto",
             # The event stream's tick (only while a tab listens) and the task-stream ring.
             "interval": "500ms",
             "task-stream-length": 20000,

@@ -652,16 +652,46 @@ def typename(typ: Any, short: bool = False) -> str:
     return f"{module}.{typ.__qualname__}"
 
 
+class _QuietBelow(logging.Filter):
+    """Drops records of ``root``'s loggers below ``level`` from the console
+    handler it is attached to (other handlers, such as the servers' log
+    deques, still get them)."""
+
+    def __init__(self, root: str, level: int):
+        super().__init__()
+        self.root, self.level = root, level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        ours = name == self.root or name.startswith(self.root + ".")
+        return not ours or record.levelno >= self.level
+
+
 def silence_logging(level: int | str, root: str = "distributed") -> int:
-    """Set the level of logger ``root``; returns the previous level.
+    """Show only records of ``level`` or above from ``root``'s loggers on the
+    console (the stream handlers of ``root`` and of the root logger, and
+    Python's last-resort handler); returns the previous level (NOTSET the
+    first time).  Unlike setting the logger's level, records still reach the
+    other handlers: ``client.get_scheduler_logs()`` keeps its INFO lines.
 
     >>> old = silence_logging("ERROR")
     >>> _ = silence_logging(old)
     """
-    log = logging.getLogger(root)
-    old = log.level
-    log.setLevel(logging.getLevelName(level) if isinstance(level, str) else level)
-    return old
+    level = logging.getLevelName(level) if isinstance(level, str) else level
+    previous = logging.NOTSET
+    handlers = [*logging.getLogger(root).handlers, *logging.getLogger().handlers]
+    if logging.lastResort is not None:
+        handlers.append(logging.lastResort)
+    for handler in handlers:
+        if not isinstance(handler, logging.StreamHandler):
+            continue
+        for f in list(handler.filters):
+            if isinstance(f, _QuietBelow) and f.root == root:
+                previous = f.level
+                handler.removeFilter(f)
+        if level > logging.NOTSET:
+            handler.addFilter(_QuietBelow(root, level))
+    return previous
 
 
 def is_kernel() -> bool:

@@ -755,7 +755,10 @@ def _wait_for_workers(saddr: str, names: list, timeout: float) -> dict:
     from distributed.core import rpc
 
     async def poll():
-        async with rpc(saddr) as r:
+        from distributed.security import Security
+
+        # Security(): the configured auth secret, if any, as every process has it.
+        async with rpc(saddr, connection_args=Security().get_connection_args("client")) as r:
             deadline = time.monotonic() + timeout
             while True:
                 info = await r.identity()

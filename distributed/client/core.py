@@ -182,6 +182,7 @@ class Client(Submission, DataMovement, ClusterControl, Introspection, PluginMeth
         self._key_waiters: dict = {}  # key -> asyncio futures set by key-in-memory
         self._restart_waiters: list = []  # answers to restart requests, in order
         self._info_cache: tuple | None = None  # (workers, threads, memory) for repr
+        self._services: dict = {}  # the scheduler's services ({"dashboard": port}) at connect
         self._set_as_default = set_as_default
         self.connection_pool: ConnectionPool | None = None
         self._connection_limit = connection_limit
@@ -268,7 +269,7 @@ class Client(Submission, DataMovement, ClusterControl, Introspection, PluginMeth
             kwargs = dict(self._cluster_kwargs)
             if self._security_arg not in (None, False):
                 kwargs.setdefault("security", self._security_arg)
-            kwargs.setdefault("dashboard_address", None)
+            kwargs.setdefault("dashboard_address", ":8787")  # as upstream: Client() serves one
             self.cluster = await LocalCluster(asynchronous=True, **kwargs)
             self._own_cluster = True
             self._address = self.cluster.scheduler_address

@@ -111,31 +111,35 @@ class Introspection:
     @property
     def dashboard_link(self) -> str | None:
         """The scheduler's dashboard URL (config ``distributed.dashboard.link``
-        with its scheme, host and port), or None when it serves none.
+        with its scheme, host and port), or None when it serves none.  Read
+        from what the scheduler said when this client connected (no round
+        trip).  A dashboard reachable off-loopback on a cluster with a secret
+        needs a token: the link carries it (``?token=``, derived from the
+        secret, never the secret itself).
 
-        An asynchronous client cannot wait for the scheduler here: it answers
-        from an in-process cluster's scheduler, else None.
+        >>> client.dashboard_link  # doctest: +SKIP
+        'http://127.0.0.1:8787/status'
         """
-        try:
-            if self.asynchronous:
-                scheduler = getattr(self.cluster, "scheduler", None)
-                info = scheduler.identity() if scheduler is not None else None
-            else:
-                info = sync(self.loop, self._scheduler_info, callback_timeout=5)
-        except Exception:
-            return None
-        port = ((info or {}).get("services") or {}).get("dashboard")
-        if not port:
-            return None
         import os
 
-        host = str(info.get("address") or self._address or "").split("://")[-1].rsplit(":", 1)[0].strip("[]")
+        from distributed.comm.auth_secret import dashboard_token_for
+
+        port = (self._services or {}).get("dashboard")
+        if not port:
+            return None
+        host = str(self._address or "").split("://")[-1].rsplit(":", 1)[0].strip("[]")
         if host in ("", "0.0.0.0", "::"):
             host = "127.0.0.1"
+        try:
+            token = dashboard_token_for(host, getattr(self.security, "auth_secret", None))
+        except ValueError:  # require-token without a secret here: the link cannot carry it
+            token = None
         if ":" in host:
             host = f"[{host}]"
         template = config.get("distributed.dashboard.link", "{scheme}://{host}:{port}/status")
-        return os.path.expandvars(template).format_map({**os.environ, "scheme": "http", "host": host, "port": port})
+        link = os.path.expandvars(template).format_map({**os.environ, "scheme": "http", "host": host,
+                                                       "port": port})
+        return link if token is None else f"{link}{'&' if '?' in link else '?'}token={token}"
 
     def __repr__(self) -> str:
         if self.status != "running":
@@ -163,6 +167,7 @@ class Introspection:
         except (OSError, CommClosedError, asyncio.TimeoutError):
             return
         workers = info.get("workers", {}).values()
+        self._services = dict(info.get("services") or {})
         self._info_cache = (len(workers), sum(w.get("nthreads", 0) for w in workers),
                             sum(w.get("memory_limit") or 0 for w in workers))
 

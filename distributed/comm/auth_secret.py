@@ -31,6 +31,8 @@ __all__ = [
     "MODES",
     "AuthConfig",
     "auth_needed",
+    "dashboard_token",
+    "dashboard_token_for",
     "default_secret_path",
     "ensure_secret",
     "find_secret",
@@ -127,6 +129,44 @@ def find_secret(explicit: str | bytes | None = None) -> str | bytes | None:
     if os.path.exists(default):
         return read_secret_file(default)
     return None
+
+
+def dashboard_token(secret: str | bytes) -> str:
+    """The dashboard's access token: derived from the cluster secret (HMAC),
+    so a browser, its history and its cookies never hold the secret itself.
+
+    >>> len(dashboard_token("s3cret")), dashboard_token("s3cret") == dashboard_token(b"s3cret")
+    (64, True)
+    """
+    import hashlib
+    import hmac
+
+    key = secret.encode() if isinstance(secret, str) else bytes(secret)
+    return hmac.new(key, b"dask dashboard v1", hashlib.sha256).hexdigest()
+
+
+def dashboard_token_for(host: str, secret: str | bytes | None) -> str | None:
+    """The token a dashboard bound to (or reached at) ``host`` requires, by
+    ``distributed.dashboard.require-token``: ``auto`` (default) when there is
+    a secret and ``host`` is not loopback; ``true`` whenever there is a
+    secret (a login node other users share, where even 127.0.0.1 is not
+    private); ``false`` never.
+
+    >>> dashboard_token_for("127.0.0.1", "s3cret") is None
+    True
+    >>> dashboard_token_for("10.0.0.5", "s3cret") == dashboard_token("s3cret")
+    True
+    """
+    mode = config.get("distributed.dashboard.require-token", "auto")
+    if mode not in ("auto", True, False):
+        raise ValueError("distributed.dashboard.require-token must be auto, true or false, "
+                         f"not {mode!r}")
+    if mode is True and secret is None:
+        raise ValueError("distributed.dashboard.require-token is true but the cluster has no "
+                         "secret to derive the token from (distributed.comm.auth.secret)")
+    if secret is None or mode is False or (mode == "auto" and is_loopback(host)):
+        return None
+    return dashboard_token(secret)
 
 
 _late: tuple[tuple, str] | None = None  # ((path, mtime, inode), secret) last read

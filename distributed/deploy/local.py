@@ -23,6 +23,7 @@ import psutil
 from distributed.deploy.spec import SpecCluster
 from distributed.nanny import Nanny
 from distributed.scheduler.server import Scheduler
+from distributed.utils import host_from_interface
 from distributed.worker.server import Worker
 
 __all__ = ["LocalCluster", "nprocesses_nthreads"]
@@ -68,7 +69,7 @@ class LocalCluster(SpecCluster):
         ip: str | None = None,
         scheduler_port: int = 0,
         silence_logs=logging.WARN,
-        dashboard_address: str | None = None,
+        dashboard_address: str | None = ":8787",
         worker_dashboard_address: str | None = None,
         diagnostics_port=None,
         services=None,
@@ -94,8 +95,10 @@ class LocalCluster(SpecCluster):
         # security=True: fresh self-signed credentials shared by every process here.
         security = coerce_security(security)
         self.protocol = protocol
-        _refuse_unbuilt(blocked_handlers=blocked_handlers, interface=interface, services=services, worker_services=worker_services,
+        _refuse_unbuilt(blocked_handlers=blocked_handlers, services=services, worker_services=worker_services,
                         service_kwargs=service_kwargs)
+        if diagnostics_port is not None:  # upstream's old name for dashboard_address
+            dashboard_address = diagnostics_port
         if "ncores" in worker_kwargs and threads_per_worker is None:
             threads_per_worker = worker_kwargs.pop("ncores")
         worker_kwargs.pop("nthreads", None)
@@ -116,7 +119,7 @@ class LocalCluster(SpecCluster):
         self.n_workers = n_workers
         self.threads_per_worker = threads_per_worker
         self.processes = processes
-        self.host = host or ip or "127.0.0.1"
+        self.host = host_from_interface(host or ip, interface) or "127.0.0.1"
         self.scheduler_port = scheduler_port
         self.silence_logs = silence_logs
         self.dashboard_address = dashboard_address
@@ -138,6 +141,8 @@ class LocalCluster(SpecCluster):
         options.setdefault("host", self.host)
         options.setdefault("security", security)
         options.setdefault("protocol", protocol)
+        if worker_dashboard_address is not None:
+            options.setdefault("dashboard_address", worker_dashboard_address)
         if processes:
             cls = worker_class or Nanny
             options.setdefault("silence_logs", silence_logs)
@@ -145,11 +150,9 @@ class LocalCluster(SpecCluster):
             cls = worker_class or Worker
         worker = {"cls": cls, "options": options}
         workers = {i: worker for i in range(n_workers)}
-        if silence_logs:
-            logging.getLogger("distributed").setLevel(silence_logs)
         super().__init__(workers=workers, scheduler=scheduler, worker=worker, loop=loop,
                          asynchronous=asynchronous or start is False, security=security,
-                         silence_logs=False, name=name, scheduler_sync_interval=scheduler_sync_interval)
+                         silence_logs=silence_logs, name=name, scheduler_sync_interval=scheduler_sync_interval)
         self._asynchronous = asynchronous
         self._i = n_workers
 

@@ -12,6 +12,8 @@ __all__ = ["HealthHandler", "routes"]
 class HealthHandler(BaseHandler):
     """``ok`` (200) while the server is running, else its status (503)."""
 
+    open_route = True  # needs no dashboard token
+
     def get(self):
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         status = getattr(self.server, "status", None)

@@ -17,6 +17,7 @@ from distributed import config
 from distributed.http import api, health, info, snapshot
 from distributed.http import json as json_routes
 from distributed.http import pages as pages_
+from distributed.http.base import token_for
 from distributed.http.metrics_process import GCTimer, TickMonitor
 from distributed.http.metrics_scheduler import collect
 from distributed.http.prometheus import MetricsHandler
@@ -60,6 +61,7 @@ class SchedulerHTTP:
         self.http = HTTPServer(routes, owner=self)
         self._stalled: dict = {}
         self._stalled_at = float("-inf")
+        self.token: str | None = None  # set at start: see base.token_for
 
     @property
     def status(self):
@@ -99,6 +101,7 @@ class SchedulerHTTP:
     def start(self, address, default_host: str, default_port: int = 8787) -> int:
         """Listen on ``address`` (``":8787"``, ``"127.0.0.1:0"``...); returns the port."""
         host, port = parse_address(address, default_host, default_port)
+        self.token = token_for(host, self.scheduler.security)
         self.tracker.install()
         try:
             port = self.http.listen(host, port)
@@ -107,7 +110,8 @@ class SchedulerHTTP:
             raise
         GCTimer.get()
         self.ticks.start()
-        logger.info("Dashboard at http://%s:%d/status", host if ":" not in host else f"[{host}]", port)
+        logger.info("Dashboard at http://%s:%d/status%s", host if ":" not in host else f"[{host}]", port,
+                    " (token required: see client.dashboard_link)" if self.token else "")
         return port
 
     def _unhook(self) -> None:

@@ -13,7 +13,7 @@ import html
 import logging
 
 from distributed.http import health, metrics_worker, pages
-from distributed.http.base import BaseHandler
+from distributed.http.base import BaseHandler, token_for
 from distributed.http.metrics_process import GCTimer, TickMonitor
 from distributed.http.prometheus import MetricsHandler
 from distributed.http.server import HTTPServer, parse_address
@@ -52,6 +52,7 @@ class WorkerHTTP:
                   ("/", WorkerStatusPage, {"server": self}), ("/status", WorkerStatusPage, {"server": self}),
                   (r"/statics/(.*)", pages.StaticHandler, {"path": pages.STATIC_DIR})]
         self.http = HTTPServer(routes, owner=self)
+        self.token: str | None = None  # set at start: see base.token_for
 
     @property
     def status(self):
@@ -64,10 +65,12 @@ class WorkerHTTP:
     def start(self, address, default_host: str) -> int:
         """Listen on ``address`` (a free port when it names none); returns the port."""
         host, port = parse_address(address, default_host, 0)
+        self.token = token_for(host, self.worker.security)
         port = self.http.listen(host, port)
         GCTimer.get()
         self.ticks.start()
-        logger.info("Worker dashboard at http://%s:%d/status", host, port)
+        logger.info("Worker dashboard at http://%s:%d/status%s", host, port,
+                    " (token required)" if self.token else "")
         return port
 
     async def close(self) -> None:

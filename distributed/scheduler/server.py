@@ -312,7 +312,9 @@ class Scheduler(Server, SchedulerPluginsMixin):
         host = self.http_server.http.host
         if host in ("0.0.0.0", "", "::"):
             host = "127.0.0.1" if host != "::" else "::1"
-        return _format_link(host, self.http_server.port)
+        link = _format_link(host, self.http_server.port)
+        token = self.http_server.token
+        return link if token is None else f"{link}?token={token}"
 
     async def __aenter__(self):
         await self.start()  # also waits for preloads and plugins' start hooks

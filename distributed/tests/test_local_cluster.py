@@ -83,7 +83,7 @@ async def test_asynchronous_local_cluster():
             await asyncio.wait_for(c.gather(c.map(inc, range(5))), 10)
 
 
-@pytest.mark.parametrize("kwargs", [{"interface": "lo"}, {"blocked_handlers": ["run_function"]}])
+@pytest.mark.parametrize("kwargs", [{"services": {"bokeh": object}}, {"blocked_handlers": ["run_function"]}])
 def test_options_not_built_yet_raise_instead_of_being_dropped(kwargs):
     """An option the cluster could not honour must not give a cluster
     without it (security=True silently gave plain TCP before; TLS is built
@@ -91,3 +91,16 @@ def test_options_not_built_yet_raise_instead_of_being_dropped(kwargs):
     with pytest.raises(NotImplementedError, match="here"):
         LocalCluster(n_workers=0, processes=False, **kwargs)
 
+
+
+def test_interface_and_default_dashboard():
+    """``interface=`` picks the address; a dashboard is served by default
+    (``:8787``, or a free port when that is taken) on the cluster's host, and
+    silencing logs keeps INFO records for ``get_logs``."""
+    with LocalCluster(n_workers=1, processes=False, interface="lo") as cluster, \
+            Client(cluster) as c:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert c.dashboard_link.startswith("http://127.0.0.1:")
+        assert c.dashboard_link == cluster.dashboard_link
+        assert c.submit(inc, 1).result() == 2
+        assert "Register worker" in cluster.get_logs()["Scheduler"]
