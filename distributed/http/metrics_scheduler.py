@@ -137,6 +137,7 @@ def collect(http) -> list[MetricFamily]:
             f.add(n, reason=reason)
         fams.append(f)
     fams += _semaphore_families(scheduler)
+    fams += _stealing_families(scheduler)
     fams += process_families()
     return fams
 
@@ -145,6 +146,27 @@ def _version() -> str:
     from distributed._version import __version__
 
     return __version__
+
+
+#: Upstream's label for a stealing cost level: the multiplier it stood for
+#: (level 0, tasks without inputs: 1.0; level i: 1 + 2**(i - 6)).
+_COST_MULTIPLIERS = [1.0] + [1 + 2 ** (i - 6) for i in range(1, 15)]
+
+
+def _stealing_families(scheduler) -> list[MetricFamily]:
+    """``dask_stealing_request_{count,cost}_total{cost_multiplier}``, as upstream."""
+    stealing = getattr(scheduler, "extensions", {}).get("stealing")
+    metrics = getattr(stealing, "metrics", None)
+    if metrics is None:
+        return []
+    count = MetricFamily("dask_stealing_request_count", "counter",
+                         "Total number of stealing requests", labels=("cost_multiplier",))
+    cost = MetricFamily("dask_stealing_request_cost", "counter",
+                        "Total cost of stealing requests", labels=("cost_multiplier",))
+    for level, multiplier in enumerate(_COST_MULTIPLIERS):
+        count.add(metrics["request_count_total"].get(level, 0), cost_multiplier=str(multiplier))
+        cost.add(metrics["request_cost_total"].get(level, 0.0), cost_multiplier=str(multiplier))
+    return [count, cost]
 
 
 def _semaphore_families(scheduler) -> list[MetricFamily]:

@@ -448,3 +448,26 @@ def test_dask_scheduler_cli_serves_the_dashboard():
         poll_for(found, timeout=30, fail_func=lambda: print("".join(lines)))
         base = link.rsplit("/", 1)[0]
         assert urllib.request.urlopen(base + "/health", timeout=10).read() == b"ok"
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1), ("127.0.0.1", 1)], scheduler_kwargs=DASH)
+async def test_stealing_metrics_count_the_steals(c, s, a, b):
+    """Upstream's dask_stealing_request_{count,cost}_total{cost_multiplier}:
+    tasks all placed on ``a`` (loosely: others allowed) are stolen by ``b``."""
+    import time as _time
+
+    def slow(x, _):
+        _time.sleep(0.05)
+        return x
+
+    data = await c.scatter(1, workers=[a.address])
+    futures = [c.submit(slow, i, data, pure=False, workers=[a.address], allow_other_workers=True)
+               for i in range(40)]
+    await c.gather(futures)
+    steals = s.extensions["stealing"].metrics["request_count_total"]
+    assert sum(steals.values()) > 0
+    samples = parse_metrics((await fetch(s, "/metrics"))[2])["samples"]
+    counted = {dict(labels)["cost_multiplier"]: v for (name, labels), v in samples.items()
+               if name == "dask_stealing_request_count_total"}
+    assert len(counted) == 15 and sum(counted.values()) == sum(steals.values())
+    assert any(name == "dask_stealing_request_cost_total" for name, _ in samples)
