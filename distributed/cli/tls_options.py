@@ -45,6 +45,15 @@ def _secret_file(text: str) -> str:
     return path
 
 
+def _protocol(text: str) -> str:
+    """argparse ``type=``: ``tls`` or ``tls://`` (dask-jobqueue's job scripts pass the latter), as ``tls``.
+
+    >>> _protocol("tls://"), _protocol("tcp")
+    ('tls', 'tcp')
+    """
+    return text[: -len("://")] if text.endswith("://") else text
+
+
 def add_tls_arguments(parser: argparse.ArgumentParser, worker: bool = False) -> None:
     """Add ``--protocol``, ``--tls-ca-file``, ``--tls-cert`` and ``--tls-key``
     (and for a ``worker``, ``--scheduler-sni``)."""
@@ -58,6 +67,7 @@ def add_tls_arguments(parser: argparse.ArgumentParser, worker: bool = False) -> 
         )
     group.add_argument(
         "--protocol",
+        type=_protocol,
         choices=["tcp", "tls"],
         help="transport to listen with (default: tls when --tls-cert is given, else tcp)",
     )

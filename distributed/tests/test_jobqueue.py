@@ -23,6 +23,7 @@ from dask_jobqueue.local import LocalCluster as JobQueueLocalCluster  # noqa: E4
 
 from distributed.cli import dask_worker  # noqa: E402
 from distributed.deploy.spec import ProcessInterface, SpecCluster  # noqa: E402
+from distributed.security import Security  # noqa: E402
 
 # Loopback only, and a free dashboard port (dask-jobqueue asks for :8787 by default).
 SCHEDULER = {"host": "127.0.0.1", "dashboard_address": ":0"}
@@ -142,3 +143,24 @@ def test_blocking_cluster_and_client():
         assert c.submit(inc, 1).result() == 2
         assert cluster.dashboard_link.startswith("http://")
         assert len(cluster.scheduler_info["workers"]) == 1
+
+
+@gen_test(timeout=90)
+async def test_tls_workers_started_from_the_job_script(tmp_path):
+    pytest.importorskip("cryptography", reason="Security.temporary() needs cryptography")
+    # The job script carries the TLS options only (--protocol tls:// --tls-ca-file --tls-cert --tls-key,
+    # certificates written to shared_temp_directory), not the shared secret Security.temporary() adds:
+    # mutual TLS alone authenticates here (see docs/compatibility.rst).
+    security = Security.temporary(auth_mode="disabled")
+    async with _cluster(tmp_path, security=security, shared_temp_directory=str(tmp_path)) as cluster:
+        assert cluster.scheduler_address.startswith("tls://")
+        assert "--protocol tls://" in cluster.job_script()
+        async with Client(cluster, security=security, asynchronous=True) as c:
+            await cluster.scale(1)
+            await c.wait_for_workers(1, timeout=60)
+            assert all(addr.startswith("tls://") for addr in cluster.scheduler.workers)
+            assert await c.submit(inc, 1) == 2
+        # dask-jobqueue keeps the certificate files it wrote for the jobs open (its _job_<key> attributes)
+        # for as long as the cluster object lives; closing them deletes them.
+        for key in ("ca_file", "cert", "key"):
+            getattr(cluster, f"_job_{key}").close()
