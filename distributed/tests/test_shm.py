@@ -19,7 +19,7 @@ import socket
 import numpy as np
 import pytest
 
-from distributed import Client, wait
+from distributed import Client, config, wait
 from distributed.comm import CommClosedError, connect, listen, shm
 from distributed.protocol import Serialize
 from distributed.tests.test_large_values import is_intact, is_intact_with_kind, make_value
@@ -241,6 +241,33 @@ async def test_failed_copy_is_a_closed_connection_not_a_wrong_value(monkeypatch)
         await async_poll_for(lambda: len(received) == 2, timeout=10)
         assert isinstance(received[1], CommClosedError)
         await comm.close()
+
+
+@gen_test()
+async def test_writer_gives_up_on_a_live_reader_that_never_acknowledges(monkeypatch):
+    """The writer's wait has a deadline (distributed.comm.timeouts.tcp)."""
+    received = []
+
+    async def handler(comm):
+        try:
+            received.append(await comm.read())
+            await comm.write({"op": "hello back"})
+            received.append(await comm.read())
+        except CommClosedError as e:
+            received.append(e)
+
+    with config.set({"distributed.comm.timeouts.tcp": "1s"}):
+        async with listen("tcp://127.0.0.1:0", handler) as listener:
+            comm = await connect(listener.address)
+            await comm.write({"op": "hello"})
+            await comm.read()
+            monkeypatch.setattr(shm, "_acknowledge", lambda name, answer: None)
+            with pytest.raises(CommClosedError, match="did not take"):
+                await comm.write({"x": Serialize(make_value("numpy", 2 * MB))})
+            assert comm.closed()
+            # the reader got the value itself, whole: only the answer was lost
+            await async_poll_for(lambda: len(received) >= 2, timeout=10)
+            assert is_intact(received[1]["x"], "numpy", 2 * MB, full=True)
 
 
 # ----------------------------------------------------------------------
