@@ -37,7 +37,7 @@ def _cluster(tmp_path, **kwargs):
                                 **options)
 
 
-def _gone(pids) -> list:
+def _still_running(pids) -> list:
     """Those of ``pids`` still running (zombies count as gone: nobody may be left to reap them)."""
     alive = []
     for pid in pids:
@@ -108,7 +108,7 @@ async def test_scale_compute_scale_down_adapt_close_leaves_no_process(tmp_path):
             worker_pids += list((await c.run(os.getpid)).values())
             jobs += [int(job.job_id) for job in cluster.workers.values()]
     # Every job (dask-jobqueue kills its process) and every worker process under it is gone.
-    await async_wait_for(lambda: not _gone(jobs + worker_pids), timeout=30)
+    await async_wait_for(lambda: not _still_running(jobs + worker_pids), timeout=30)
 
 
 @gen_test(timeout=90)
@@ -160,6 +160,12 @@ async def test_tls_workers_started_from_the_job_script(tmp_path):
             await c.wait_for_workers(1, timeout=60)
             assert all(addr.startswith("tls://") for addr in cluster.scheduler.workers)
             assert await c.submit(inc, 1) == 2
+            # Retire the worker and let its processes end before the cluster closes: a worker killed
+            # with its job (LocalJob sends SIGKILL) while it reconnects over TLS can leave the
+            # scheduler a connection stuck in its handshake (docs/compatibility.rst, open problem).
+            pids = [int(job.job_id) for job in cluster.workers.values()] + list((await c.run(os.getpid)).values())
+            await cluster.scale(0)
+            await async_wait_for(lambda: not cluster.scheduler.workers and not _still_running(pids), timeout=30)
         # dask-jobqueue keeps the certificate files it wrote for the jobs open (its _job_<key> attributes)
         # for as long as the cluster object lives; closing them deletes them.
         for key in ("ca_file", "cert", "key"):
