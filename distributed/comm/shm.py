@@ -440,6 +440,8 @@ def _loopback(ip: str) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (dead, not yet reaped by its parent)
+    does not: its memory is gone already."""
     if pid <= 0:
         return True
     try:
@@ -448,4 +450,6 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    stat = _read_text(f"/proc/{pid}/stat")
+    state = stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] if ")" in stat else ""
+    return state not in ("Z", "X")
