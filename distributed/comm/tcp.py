@@ -545,6 +545,7 @@ class Listener(TCPServer):
         self.max_message_size = max_message_size
         self.auth = auth
         self.admission = Admission(limits)
+        self._handshaking: set[socket.socket] = set()  # accepted, not yet handed over
         self.handshake_timeout = config.get_timedelta("distributed.comm.timeouts.handshake")
         configured_max_frames()  # a bad setting fails here, not at the first connection
         self.address: str | None = None
@@ -580,8 +581,13 @@ class Listener(TCPServer):
                          "busy: too many connections (distributed.comm.max-connections)", "busy")
             await self._refuse_busy(stream)
             return
+        sock = stream.socket
+        self._handshaking.add(sock)
         try:
-            comm = await self._handshake(stream, peer, host)
+            try:
+                comm = await self._handshake(stream, peer, host)
+            finally:
+                self._handshaking.discard(sock)
             if comm is not None:
                 comm.accepted = True
                 await self._serve(comm)
@@ -626,7 +632,15 @@ class Listener(TCPServer):
             comm.abort()
 
     def stop(self) -> None:
+        """Stop accepting, and end the connections still in their TLS or
+        authentication handshake (no server owns them yet, so nothing else
+        would close them before their deadline)."""
         super().stop()
+        for sock in list(self._handshaking):
+            try:  # wakes the handshake's pending read, which then closes the stream
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def listen(

@@ -324,3 +324,25 @@ def test_storm_against_a_real_scheduler_process():
             sock.close()
         with Client(s["address"], timeout=30) as c:
             assert c.submit(inc, 41).result(timeout=30) == 42
+
+
+@gen_test()
+async def test_stopping_a_listener_ends_connections_in_their_handshake():
+    """A connection still authenticating when its listener stops is closed
+    at once, not left for its deadline (or, when the loop ends first,
+    forever in CLOSE_WAIT)."""
+    from distributed.utils_test import tls_security
+
+    auth = AuthConfig(SECRET)
+    plain = await _echo_listener(auth=auth)
+    tls = listen("tls://127.0.0.1:0", lambda comm: comm.close(),
+                 **tls_security().get_listen_args("scheduler"))
+    for listener in (plain, tls):
+        reader, writer = await _raw(_port(listener))
+        writer.write(MAGIC[:1] if listener is plain else b"\x16")
+        await _wait_for(lambda lst=listener: lst._handshaking, 5, "the handshake to start")
+        listener.stop()
+        assert await _read_until_closed(reader, 5) is not None  # EOF well before the 10 s deadline
+        await _wait_for(lambda lst=listener: lst.admission.connections == 0, 5,
+                        "the listener to let the connection go")
+        writer.close()
