@@ -428,6 +428,7 @@ class SchedulerState:
         self.unrunnable: set[TaskState] = set()
         self.idle: dict[str, WorkerState] = {}  # workers with free slots
         self.durations: dict[str, float] = {}  # task prefix -> mean seconds
+        self._durations_total = 0.0  # sum of self.durations' values, kept as they change
         self._funcs: dict[bytes, SharedBytes] = {}  # see _intern_func
         self.transition_log = TransitionLog(transition_log_length)
         self.transition_counter = 0
@@ -676,7 +677,9 @@ class SchedulerState:
         recs: dict = {}
         if duration is not None and duration >= 0:
             old = self.durations.get(ts.prefix)
-            self.durations[ts.prefix] = duration if old is None else 0.5 * old + 0.5 * duration
+            new = duration if old is None else 0.5 * old + 0.5 * duration
+            self.durations[ts.prefix] = new
+            self._durations_total += new - (old or 0.0)
         ts.state = "memory"
         # One shared string per type name, not one per decoded message.
         ts.type = sys.intern(type) if type.__class__ is str else type
@@ -919,7 +922,7 @@ class SchedulerState:
             return DEFAULT_TASK_DURATION
         if len(d) > 50:
             return DEFAULT_TASK_DURATION / 10
-        return sum(d.values()) / len(d)
+        return self._durations_total / len(d)  # O(1): this runs on every transition
 
     def _check_idle(self, ws: WorkerState) -> None:
         if len(ws.processing) < self._slots(ws) and ws.status == "running":
@@ -928,16 +931,17 @@ class SchedulerState:
             self.idle.pop(ws.address, None)
 
     def _pick_idle_worker(self) -> WorkerState | None:
-        """The least busy worker with a free slot, or None."""
+        """An idle worker with a free slot (taking turns), or None."""
         idle = self.idle
         while idle:
-            if len(idle) <= 32:
-                ws = min(idle.values(), key=lambda w: len(w.processing) / w.nthreads)
-            else:
-                ws = next(iter(idle.values()))
+            # Round robin: take the first, move it to the back, so root tasks
+            # spread over idle workers at O(1) a task (a min() over the idle
+            # workers on every root task cost more than the rest of placing it).
+            address, ws = next(iter(idle.items()))
+            del idle[address]
             if len(ws.processing) < self._slots(ws) and ws.status == "running":
+                idle[address] = ws
                 return ws
-            del idle[ws.address]
         return None
 
     def valid_workers(self, ts: TaskState) -> list[WorkerState] | None:
