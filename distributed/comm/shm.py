@@ -31,7 +31,8 @@ IP and not our pid namespace.  A ``Channel`` exists only on a plain
 ``tcp://`` connection (never TLS: its peers expect the data to be
 protected, and we keep that promise simple) whose two ends are loopback or
 share one IP (so one network namespace), and it is used only after proof:
-each end's first message carries a ``CONTROL_FRAME`` *hello* with its user
+the connecting end's first message carries a ``CONTROL_FRAME`` *hello*
+(the accepting end answers with its own) with its user
 and group ids, host id (kernel boot id and hostname), pid namespace, pid,
 and the address of a random token in its memory.  The receiver of a hello
 sends large frames to that peer only if all match and it can read the
@@ -243,6 +244,7 @@ class Channel:
         self.threshold = threshold
         self.timeout = timeout
         self.hello_sent = False
+        self.hello_seen = False  # the peer sent its hello: it speaks this protocol
         self.peer: dict | None = None  # the peer's identity, once its hello checked out
 
     @classmethod
@@ -271,10 +273,14 @@ class Channel:
         timeout = config.get_timedelta("distributed.comm.timeouts.tcp") or 30
         return cls(max(threshold, 1), timeout)
 
-    def prepare(self, frames: list) -> tuple[list, list[int] | None, socket.socket | None]:
+    def prepare(self, frames: list, accepted: bool = False
+                ) -> tuple[list, list[int] | None, socket.socket | None]:
         """Frames and flags to write, and the socket the peer acknowledges
         on (None: nothing to wait for).  Large frames become descriptors
-        once the peer's hello checked out; the first message carries ours."""
+        once the peer's hello checked out.  The side that connected sends
+        its hello with its first message; the side that ``accepted`` the
+        connection only answers one, so a client that does not speak this
+        protocol (a tool reading raw frames) never sees a flagged frame."""
         flags: list[int] | None = None
         ack = None
         if self.peer is not None:
@@ -298,7 +304,7 @@ class Channel:
             if ack is not None:
                 frames.append(ack.getsockname())
                 flags.append(CONTROL_FRAME)
-        if not self.hello_sent:
+        if not self.hello_sent and (not accepted or self.hello_seen):
             self.hello_sent = True
             frames = [*frames, json.dumps(_identity()).encode()]
             flags = [*(flags or [0] * (len(frames) - 1)), CONTROL_FRAME]
@@ -352,6 +358,7 @@ class Channel:
                 if data.startswith(_ACK_PREFIX):
                     ack_name = data
                 else:
+                    self.hello_seen = True
                     self.peer = _check_hello(data)
                     stats["verified" if self.peer else "refused"] += 1
         if ack_name is None and any(flag & SHM_FRAME for flag in flags):

@@ -357,7 +357,7 @@ class Comm:
         check_message_size(total, self.max_message_size, "send", self.peer_address, self.local_address)
         wire, flags, ack = frames, None, None
         if self._shm is not None:  # large frames to a same-host peer: descriptors
-            wire, flags, ack = self._shm.prepare(frames)
+            wire, flags, ack = self._shm.prepare(frames, self.accepted)
         prelude = pack_frames_prelude(wire, flags)
         stream = self.stream
         try:
