@@ -38,6 +38,10 @@ WATCH_PLUGIN_NAME = "progress-watches"
 _KEYS_ARRIVE_TIMEOUT = 10.0
 
 
+#: Least seconds between two ETA estimates of one watch.
+_ETA_EVERY = 2.0
+
+
 def _prefix_of(ts: Any) -> str:
     """The task prefix name of a TaskState (a str, or an object with ``.name``)."""
     prefix = ts.prefix
@@ -64,6 +68,12 @@ class Watch:
         self.prefix_of: dict[Any, str] = {}
         self.order: list[str] = []  # prefixes in dependency order (dependencies first)
         self.start = time.time()
+        # The scheduler's estimate (critical path and work over threads), and when
+        # it may be computed again: it costs O(remaining tasks), so at most 5% of
+        # the time, and not more often than every _ETA_EVERY seconds.
+        self.eta: float | None = None
+        self.eta_at = 0.0
+        self.eta_next = 0.0
 
     def add(self, ts: Any, finished: bool) -> bool:
         """Count ``ts``; ``finished`` when it is in memory already.  Returns
@@ -110,7 +120,23 @@ class Watch:
             "done": done or bool(self.erred and not self.follow),
             "elapsed": time.time() - self.start,
             "order": list(self.order),
+            # Seconds left by the scheduler's estimate, counted down since made.
+            "eta": None if self.eta is None else max(0.0, self.eta - (time.time() - self.eta_at)),
         }
+
+    def update_eta(self, state: Any) -> None:
+        """Recompute ``eta`` from the remaining keys when it is due."""
+        now = time.monotonic()
+        if now < self.eta_next:
+            return
+        from distributed.diagnostics.why import eta
+
+        remaining = [k for keys in self.remaining.values() for k in keys]
+        began = time.perf_counter()
+        self.eta = eta(state, remaining)["eta"] if remaining else 0.0
+        cost = time.perf_counter() - began
+        self.eta_at = time.time()
+        self.eta_next = now + max(_ETA_EVERY, 20 * cost)
 
 
 class ProgressExtension:
@@ -167,6 +193,7 @@ class ProgressExtension:
         w = self.watches.get(id)
         if w is None:
             raise KeyError(f"no progress watch {id!r} (ended, or the scheduler restarted)")
+        w.update_eta(self.scheduler.state)
         return w.snapshot()
 
     def unwatch(self, comm=None, id: str | None = None, **kwargs) -> dict | None:

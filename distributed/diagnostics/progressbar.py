@@ -36,20 +36,30 @@ _PLAIN_STEP = 0.1
 _PLAIN_PERIOD = 30.0
 
 
-def format_bar(done: int, total: int, elapsed: float, width: int = 40) -> str:
+def format_bar(done: int, total: int, elapsed: float, width: int = 40,
+               eta: float | None = None) -> str:
     """One text bar with percentage, elapsed time and ETA (when known).
+
+    The ETA is the larger of the rate so far and ``eta``, the scheduler's
+    estimate from the remaining graph (its critical path, and the work left
+    over the threads there are): both are cheap guesses, and the larger is
+    the one less often wrong when a slow prefix comes last.
 
     >>> format_bar(42, 100, 1.7, width=8)
     '[###     ] | 42% Completed | 1.70 s | ETA 2.35 s'
+    >>> format_bar(42, 100, 1.7, width=8, eta=10.0)
+    '[###     ] | 42% Completed | 1.70 s | ETA 10.00 s'
     >>> format_bar(0, 0, 0.5, width=4)
     '[####] | 100% Completed | 500.00 ms'
     """
     frac = 1.0 if total <= 0 else min(1.0, done / total)
     n = int(width * frac)
     line = f"[{'#' * n}{' ' * (width - n)}] | {int(100 * frac)}% Completed | {format_time(elapsed)}"
-    if 0 < done < total:
-        # The rate so far: honest enough for a bar, and free to compute.
-        line += f" | ETA {format_time(elapsed * (total - done) / done)}"
+    if done < total:
+        rate = elapsed * (total - done) / done if done > 0 else None
+        guesses = [g for g in (rate, eta) if g is not None]
+        if guesses:
+            line += f" | ETA {format_time(max(guesses))}"
     return line
 
 
@@ -211,7 +221,7 @@ class TextProgressBar(_Bar):
         done, total = _totals(snap)
         if total == 0 and not final:
             return  # a ProgressBar block that has submitted nothing yet: no "100%" at the start
-        line = format_bar(done, total, snap["elapsed"], self.width)
+        line = format_bar(done, total, snap["elapsed"], self.width, snap.get("eta"))
         self._out.write([line], 1.0 if total == 0 else done / total, final, _errors_text(snap) if final else "")
 
 
@@ -246,7 +256,7 @@ class MultiProgressBar(_Bar):
             lines.append(f"{name:<{pad}} [{'#' * n}{' ' * (self.width - n)}] | {int(100 * frac)}% "
                          f"Completed | {done} / {total}")
         done, total = _totals(snap)
-        lines.append(format_bar(done, total, snap["elapsed"], self.width))
+        lines.append(format_bar(done, total, snap["elapsed"], self.width, snap.get("eta")))
         self._out.write(lines, 1.0 if total == 0 else done / total, final, _errors_text(snap) if final else "")
 
 

@@ -62,6 +62,9 @@ class SchedulerHTTP:
         self._stalled: dict = {}
         self._stalled_at = float("-inf")
         self.token: str | None = None  # set at start: see base.token_for
+        self._eta: dict | None = None
+        self._eta_next = 0.0
+        self._eta_cost = 0.0
 
     @property
     def status(self):
@@ -81,7 +84,28 @@ class SchedulerHTTP:
             self._stalled_at = now
             self._stalled = {k: v for k, v in (self.stalled_counts() or {}).items() if v}
         snap["stalled"] = self._stalled
+        if now >= self._eta_next:
+            self._eta = self._estimate()
+            self._eta_next = now + max(_STALLED_EVERY, 20 * self._eta_cost)
+        snap["eta"] = self._eta
         return snap
+
+    def _estimate(self) -> dict | None:
+        """``why.eta`` of all wanted work, for the Progress and Task groups
+        panels: ``{"eta", "critical_path", "bottleneck", "made"}`` or None.
+        It costs O(remaining tasks), hence at most 5% of the time."""
+        from distributed.diagnostics.why import eta
+
+        began = time.perf_counter()
+        try:
+            est = eta(self.scheduler.state)
+        except Exception:
+            logger.exception("the dashboard's ETA failed; left out")
+            return None
+        finally:
+            self._eta_cost = time.perf_counter() - began
+        return {"eta": est["eta"], "critical_path": est["critical_path"],
+                "bottleneck": est["bottleneck"], "made": time.time()}
 
     def desired_workers(self) -> int:
         return snapshot.desired_workers(self.scheduler)

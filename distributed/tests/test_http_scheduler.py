@@ -471,3 +471,16 @@ async def test_stealing_metrics_count_the_steals(c, s, a, b):
                if name == "dask_stealing_request_count_total"}
     assert len(counted) == 15 and sum(counted.values()) == sum(steals.values())
     assert any(name == "dask_stealing_request_cost_total" for name, _ in samples)
+
+
+@gen_cluster(client=True, scheduler_kwargs=DASH)
+async def test_stream_carries_the_eta_and_its_bottleneck(c, s, a, b):
+    from distributed.utils_test import slowinc
+
+    chain = [c.submit(slowinc, 0, delay=0.2)]
+    for _ in range(9):
+        chain.append(c.submit(slowinc, chain[-1], delay=0.2))
+    await chain[1]
+    snap = s.http_server._produce(0)
+    assert snap["eta"]["eta"] > 0 and snap["eta"]["bottleneck"]["prefix"] == "slowinc"
+    await c.gather(chain)

@@ -240,3 +240,23 @@ async def test_text_bar_refuses_a_loop_it_would_not_use(c, s, a, b):
     x = c.submit(inc, 1)
     with pytest.raises(ValueError, match="loop"):
         TextProgressBar([x], loop=object(), start=False)
+
+
+@gen_cluster(client=True)
+async def test_eta_from_the_remaining_graph(c, s, a, b):
+    """Watches carry the scheduler's estimate (critical path / work over
+    threads), and bars show the larger of it and the rate so far."""
+    from distributed.diagnostics.progressbar import format_bar
+    from distributed.utils_test import slowinc
+
+    x = c.submit(slowinc, 0, delay=0.2)
+    chain = [x]
+    for _ in range(9):
+        chain.append(c.submit(slowinc, chain[-1], delay=0.2))
+    await chain[1]  # slowinc's duration is known now
+    watch = await c.scheduler.progress_watch(keys=[chain[-1].key])
+    snap = await c.scheduler.progress_poll(id=watch["id"])
+    assert snap["eta"] is not None and snap["eta"] >= 0.2  # at least the rest of the chain
+    assert "ETA" in format_bar(2, 10, 0.4, eta=snap["eta"])
+    await c.gather(chain)
+    await c.scheduler.progress_unwatch(id=watch["id"])

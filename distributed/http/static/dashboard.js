@@ -60,6 +60,8 @@
   function panel(id, title, wide) {
     const s = el("section", { id: id, class: wide ? "wide" : "" });
     s.appendChild(el("h2", {}, title));
+    const note = el("p", { class: "note" });  // a line of text under the title (the ETA)
+    s.appendChild(note);
     const chart = svgEl("svg", { role: "img", "aria-label": title });
     // Charts first; the table twins open on click (and on pages that are tables).
     const details = el("details", TABLE_PAGES.has(page) ? { open: "" } : {});
@@ -69,7 +71,7 @@
     s.appendChild(chart);
     s.appendChild(details);
     main.appendChild(s);
-    return { chart: chart, table: table, section: s };
+    return { chart: chart, table: table, section: s, note: note };
   }
   function bar(svg, y, h, width, parts, label) {
     // parts: [[fraction, color], ...] laid left to right on a grey track.
@@ -126,6 +128,7 @@
     "progress": {
       title: "Progress",
       draw(p, s) {
+        p.note.textContent = etaText(s);
         const h = 18, gs = s.groups;
         clear(p.chart); p.chart.setAttribute("viewBox", "0 0 " + W + " " + Math.max(h, gs.length * (h + 2)));
         gs.forEach((g, i) => {
@@ -157,6 +160,7 @@
       title: "Task groups",
       wide: true,
       draw(p, s) {
+        p.note.textContent = etaText(s);
         const gs = s.groups, h = 18;
         clear(p.chart); p.chart.setAttribute("viewBox", "0 0 " + W + " " + Math.max(h, gs.length * (h + 2)));
         gs.forEach((g, i) => bar(p.chart, i * (h + 2), h, W, [[g.memory / Math.max(g.total, 1), "var(--mem)"]],
@@ -253,6 +257,17 @@
       p.table.parentNode.appendChild(last);
     }
     fillTable(last, ["prefix", "key", "worker", "seconds"], recent);
+  }
+
+  // The scheduler's estimate of the time left (the remaining graph's critical
+  // path, or its work over the threads), counted down since it was made.
+  function etaText(s) {
+    const e = s.eta;
+    if (!e || !(e.eta > 0)) return "";
+    const left = Math.max(0, e.eta - (s.time - e.made));
+    let text = "ETA " + (left < 90 ? left.toFixed(1) + " s" : (left / 60).toFixed(1) + " min");
+    if (e.bottleneck) text += " (critical path mostly " + e.bottleneck.prefix + ")";
+    return text;
   }
 
   // ---- the stream -----------------------------------------------------------
