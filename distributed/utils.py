@@ -669,8 +669,8 @@ class _QuietBelow(logging.Filter):
 
 def silence_logging(level: int | str, root: str = "distributed") -> int:
     """Show only records of ``level`` or above from ``root``'s loggers on the
-    console (the stream handlers of ``root`` and of the root logger, and
-    Python's last-resort handler); returns the previous level (NOTSET the
+    console (the handlers of ``root`` and of the root logger that write to
+    stdout or stderr, and Python's last-resort handler); returns the previous level (NOTSET the
     first time).  Unlike setting the logger's level, records still reach the
     other handlers: ``client.get_scheduler_logs()`` keeps its INFO lines.
 
@@ -682,8 +682,11 @@ def silence_logging(level: int | str, root: str = "distributed") -> int:
     handlers = [*logging.getLogger(root).handlers, *logging.getLogger().handlers]
     if logging.lastResort is not None:
         handlers.append(logging.lastResort)
+    consoles = {id(sys.stderr), id(sys.stdout), id(sys.__stderr__), id(sys.__stdout__)}
     for handler in handlers:
-        if not isinstance(handler, logging.StreamHandler):
+        # Only handlers that print to the terminal: files, log collectors
+        # (pytest's caplog) and the servers' deques keep every record.
+        if not isinstance(handler, logging.StreamHandler) or id(handler.stream) not in consoles:
             continue
         for f in list(handler.filters):
             if isinstance(f, _QuietBelow) and f.root == root:
