@@ -26,12 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
+#: The shared benchmark, beside the repository (``--bench`` to point elsewhere).
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench" / "bench_distributed.py"
 ROWS = {"latency": "us per round trip", "map_throughput": "tasks/s", "chain": "tasks/s"}
 MB = 1_000_000
 
 
 def _bench_once(secret: str | None, quick: bool) -> dict[str, float]:
+    if not BENCH.exists():
+        raise SystemExit(f"no shared benchmark at {BENCH}: pass --bench PATH/bench_distributed.py")
     env = dict(os.environ)
     env.pop("DASK_DISTRIBUTED__COMM__AUTH__SECRET", None)
     if secret is not None:
@@ -99,11 +102,14 @@ def transfer_rows(quick: bool) -> None:
 
 
 def main() -> None:
+    global BENCH
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the shared bench's quick sizes")
     ap.add_argument("--rounds", type=int, default=3, help="alternated off/on rounds")
     ap.add_argument("--only", choices=["auth", "transfer"], help="run one part")
+    ap.add_argument("--bench", type=Path, default=BENCH, help="path of bench_distributed.py")
     args = ap.parse_args()
+    BENCH = args.bench
     if args.only in (None, "auth"):
         auth_rows(args.rounds, args.quick)
     if args.only in (None, "transfer"):
