@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import psutil
 import pytest
@@ -235,6 +235,23 @@ async def asyncinc(x, delay=0.02):
 # ----------------------------------------------------------------------
 # Waiting helpers (no bare sleeps in tests: wait for a condition)
 # ----------------------------------------------------------------------
+
+
+def still_running(pids: Iterable[int]) -> list[int]:
+    """Those of ``pids`` whose processes still run (a zombie counts as gone:
+    nothing may be left to reap it).
+
+    >>> still_running([])
+    []
+    """
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
 
 
 def poll_for(predicate: Callable[[], bool], timeout: float = 10, fail_func: Callable | None = None,

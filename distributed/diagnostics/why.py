@@ -227,6 +227,24 @@ class _Classifier:
         return "running", ts.key, f"processing on {addr}", {"worker": addr}
 
 
+def _walk(roots: Iterable, below: Any) -> tuple[list, set]:
+    """Every task reachable from ``roots`` through ``below(ts)`` (the
+    dependencies to follow), each once, in an order where a task comes
+    before its dependencies; also the set of them.  Iterative: graphs are
+    deeper than Python's recursion limit."""
+    seen: set = set()
+    topo: list = []
+    stack = list(roots)
+    while stack:
+        ts = stack.pop()
+        if ts in seen:
+            continue
+        seen.add(ts)
+        topo.append(ts)
+        stack.extend(d for d in below(ts) if d not in seen)
+    return topo, seen
+
+
 def _frontier(state: Any, keys: Iterable) -> dict[Any, list]:
     """Walk unfinished dependencies from ``keys``; ``{frontier task: [asked
     keys blocked by it]}``.  Each task is visited once."""
@@ -241,18 +259,8 @@ def _frontier(state: Any, keys: Iterable) -> dict[Any, list]:
             continue
         reach.setdefault(ts, set()).add(key)
         order.append(ts)
-    seen: set = set()
-    stack = list(order)
-    topo: list = []
-    # Iterative DFS for a topological order (dependents before dependencies).
-    while stack:
-        ts = stack.pop()
-        if ts in seen:
-            continue
-        seen.add(ts)
-        topo.append(ts)
-        if ts.state in ("waiting", "released"):
-            stack.extend(d for d in ts.dependencies if d.state != "memory" and d not in seen)
+    topo, seen = _walk(order, lambda ts: [d for d in ts.dependencies if d.state != "memory"]
+                       if ts.state in ("waiting", "released") else ())
     # Propagate reach along edges; a task with no unfinished dependency (or
     # one not waiting at all) is on the frontier.
     for ts in _toposort(topo):
@@ -444,16 +452,8 @@ def critical_path(state: Any, keys: Iterable | None = None, *, durations: Mappin
     else:
         roots = [state.tasks[k] for k in keys if k in state.tasks]
     roots = [ts for ts in roots if ts.state not in ("memory", "erred")]
-    seen: set = set()
-    topo: list = []
-    stack = list(roots)
-    while stack:
-        ts = stack.pop()
-        if ts in seen:
-            continue
-        seen.add(ts)
-        topo.append(ts)
-        stack.extend(d for d in ts.dependencies if d.state not in ("memory", "erred") and d not in seen)
+    topo, seen = _walk(roots, lambda ts: [d for d in ts.dependencies
+                                          if d.state not in ("memory", "erred")])
     order = _toposort_all(topo, seen)
     finish: dict = {}
     best_dep: dict = {}

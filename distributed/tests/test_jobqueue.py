@@ -11,11 +11,10 @@ import os
 import shlex
 import sys
 
-import psutil
 import pytest
 
 from distributed import Client
-from distributed.utils_test import async_wait_for, gen_test, inc, slowinc
+from distributed.utils_test import async_wait_for, gen_test, inc, slowinc, still_running
 
 dask_jobqueue = pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is in the test extras")
 
@@ -35,18 +34,6 @@ def _cluster(tmp_path, **kwargs):
     options = {"cores": 1, "memory": "1GB", "processes": 1, **kwargs}
     return JobQueueLocalCluster(scheduler_options=SCHEDULER, asynchronous=True, local_directory=str(tmp_path),
                                 **options)
-
-
-def _still_running(pids) -> list:
-    """Those of ``pids`` still running (zombies count as gone: nobody may be left to reap them)."""
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 def test_job_script_starts_our_worker_cli_with_options_it_accepts():
@@ -108,7 +95,7 @@ async def test_scale_compute_scale_down_adapt_close_leaves_no_process(tmp_path):
             worker_pids += list((await c.run(os.getpid)).values())
             jobs += [int(job.job_id) for job in cluster.workers.values()]
     # Every job (dask-jobqueue kills its process) and every worker process under it is gone.
-    await async_wait_for(lambda: not _still_running(jobs + worker_pids), timeout=30)
+    await async_wait_for(lambda: not still_running(jobs + worker_pids), timeout=30)
 
 
 @gen_test(timeout=90)
@@ -165,7 +152,7 @@ async def test_tls_workers_started_from_the_job_script(tmp_path):
             # scheduler a connection stuck in its handshake (docs/compatibility.rst, open problem).
             pids = [int(job.job_id) for job in cluster.workers.values()] + list((await c.run(os.getpid)).values())
             await cluster.scale(0)
-            await async_wait_for(lambda: not cluster.scheduler.workers and not _still_running(pids), timeout=30)
+            await async_wait_for(lambda: not cluster.scheduler.workers and not still_running(pids), timeout=30)
         # dask-jobqueue keeps the certificate files it wrote for the jobs open (its _job_<key> attributes)
         # for as long as the cluster object lives; closing them deletes them.
         for key in ("ca_file", "cert", "key"):

@@ -9,12 +9,11 @@ job's python being this one, the scheduler on loopback.
 import asyncio
 import os
 
-import psutil
 import pytest
 
 from distributed import Client
 from distributed.tests.slurm import slurm  # noqa: F401  (the module-scoped fixture)
-from distributed.utils_test import async_wait_for, gen_test, slowinc
+from distributed.utils_test import async_wait_for, gen_test, slowinc, still_running
 
 pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is in the test extras")
 
@@ -26,17 +25,6 @@ def _slurm_cluster(directory) -> SLURMCluster:
                         scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"},
                         # Job output and worker folders in the test's folder, not the working directory.
                         log_directory=str(directory / "logs"), local_directory=str(directory))
-
-
-def _alive(pids) -> list:
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 async def _jobs(node) -> dict:
@@ -83,7 +71,7 @@ async def test_scale_through_sbatch_compute_scale_down_close(slurm, tmp_path):  
             await _wait_for_jobs(slurm, lambda jobs: set(jobs) == {kept}, f"only job {kept} left")
             assert await c.gather(futures) == list(range(1, 51))  # the retired worker's results moved first
     await _wait_for_jobs(slurm, lambda jobs: not jobs, "no job left after close")
-    await async_wait_for(lambda: not _alive(pids), timeout=30)
+    await async_wait_for(lambda: not still_running(pids), timeout=30)
 
 
 @gen_test(timeout=120)
