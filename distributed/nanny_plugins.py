@@ -24,15 +24,13 @@ Runs on the nanny's event loop; not thread-safe.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import traceback
-import uuid
 from typing import Any
 
 from distributed.exceptions import error_message
+from distributed.plugin_hosting import add_plugin, remove_plugin
 from distributed.preloading import process_preloads
-from distributed.protocol.pickle import loads
 
 __all__ = ["NannyPluginsMixin"]
 
@@ -40,11 +38,6 @@ logger = logging.getLogger(__name__)
 
 #: How long a starting nanny waits for the scheduler's list of plugins.
 FETCH_TIMEOUT = 5.0
-
-
-def _defines(plugin: Any, hook: str) -> bool:
-    method = getattr(plugin, hook, None)
-    return method is not None and callable(method) and not getattr(method, "_default_hook", False)
 
 
 class NannyPluginsMixin:
@@ -76,54 +69,19 @@ class NannyPluginsMixin:
         """Set up ``plugin`` (an object or its pickle) under ``name``; with
         its ``restart`` attribute true (and ``restart`` here), restart the
         worker afterwards.  ``{"status": "OK"}`` or the error."""
-        source = None
-        if isinstance(plugin, (bytes, bytearray, memoryview)):
-            source = bytes(plugin)
-            if name is not None and self._plugin_sources.get(name) == source:
-                return {"status": "OK"}
-            try:
-                plugin = loads(source)
-            except Exception as e:
-                logger.error("Nanny %s: nanny plugin %r cannot be unpickled here: %r", self.address, name, e)
-                return error_message(e)
-        if name is None:
-            name = getattr(plugin, "name", None) or f"{type(plugin).__name__}-{uuid.uuid4()}"
-        if name in self.plugins:
-            await self.plugin_remove(name=name)
-        self.plugins[name] = plugin
-        if source is not None:
-            self._plugin_sources[name] = source
-        if _defines(plugin, "setup"):
-            try:
-                result = plugin.setup(self)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as e:
-                logger.exception("Nanny %s: nanny plugin %r failed to set up", self.address, name)
-                return error_message(e)
-        if restart and getattr(plugin, "restart", False) and self.process is not None \
-                and self.process.is_alive():
+        reply, plugin = await add_plugin(self, "nanny", plugin, name, log=logger)
+        if plugin is not None and restart and getattr(plugin, "restart", False) \
+                and self.process is not None and self.process.is_alive():
             logger.info("Nanny %s restarts its worker for plugin %r", self.address, name)
             try:
                 await self.restart()
             except Exception as e:
                 return error_message(e)
-        return {"status": "OK"}
+        return reply
 
     async def plugin_remove(self, comm=None, name: str | None = None, **kwargs) -> dict:
         """Tear down and forget the plugin ``name`` (nothing if unknown)."""
-        plugin = self.plugins.pop(name, None)
-        self._plugin_sources.pop(name, None)
-        if plugin is None or not _defines(plugin, "teardown"):
-            return {"status": "OK"}
-        try:
-            result = plugin.teardown(self)
-            if inspect.isawaitable(result):
-                await result
-        except Exception as e:
-            self._report_plugin_error(name, "teardown", e)
-            return error_message(e)
-        return {"status": "OK"}
+        return await remove_plugin(self, name, self._report_plugin_error)
 
     async def _teardown_plugins(self) -> None:
         for name in list(self.plugins):

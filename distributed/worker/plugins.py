@@ -27,13 +27,11 @@ from __future__ import annotations
 import inspect
 import logging
 import traceback
-import uuid
 from typing import Any
 
 from distributed.comm import CommClosedError
-from distributed.exceptions import error_message
+from distributed.plugin_hosting import add_plugin, defines, plugin_name, remove_plugin
 from distributed.preloading import process_preloads
-from distributed.protocol.pickle import loads
 from distributed.utils import in_thread_of
 from distributed.worker.state import TaskState
 
@@ -75,18 +73,6 @@ def observed_task_class(callback) -> type:
     return ObservedTaskState
 
 
-def _plugin_name(plugin: Any) -> str:
-    name = getattr(plugin, "name", None)
-    if not isinstance(name, str) or not name:
-        name = f"{type(plugin).__name__}-{uuid.uuid4()}"
-    return name
-
-
-def _defines(plugin: Any, hook: str) -> bool:
-    method = getattr(plugin, hook, None)
-    return method is not None and callable(method) and not getattr(method, "_default_hook", False)
-
-
 class WorkerPluginsMixin:
     """Plugins and ``log_event`` of the ``Worker`` (``self``)."""
 
@@ -108,54 +94,13 @@ class WorkerPluginsMixin:
         as the very same pickle (then nothing happens).  Returns
         ``{"status": "OK"}``, or the error when set-up fails and
         ``catch_errors`` (else it raises)."""
-        source = None
-        if isinstance(plugin, (bytes, bytearray, memoryview)):
-            source = bytes(plugin)
-            if name is not None and self._plugin_sources.get(name) == source:
-                return {"status": "OK"}
-            try:
-                plugin = loads(source)
-            except Exception as e:
-                logger.error("Worker %s: worker plugin %r cannot be unpickled here: %r", self.address, name, e)
-                if not catch_errors:
-                    raise
-                return error_message(e)
-        if name is None:
-            name = _plugin_name(plugin)
-        if name in self.plugins:
-            await self.plugin_remove(name=name)
-        self.plugins[name] = plugin
-        if source is not None:
-            self._plugin_sources[name] = source
-        self._watch_transitions()
-        if _defines(plugin, "setup"):
-            try:
-                result = plugin.setup(self)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as e:
-                logger.exception("Worker %s: worker plugin %r failed to set up", self.address, name)
-                if not catch_errors:
-                    raise
-                return error_message(e)
-        return {"status": "OK"}
+        reply, _ = await add_plugin(self, "worker", plugin, name, catch_errors,
+                                    added=self._watch_transitions, log=logger)
+        return reply
 
     async def plugin_remove(self, comm=None, name: str | None = None, **kwargs) -> dict:
         """Tear down and forget the plugin ``name`` (nothing if unknown)."""
-        plugin = self.plugins.pop(name, None)
-        self._plugin_sources.pop(name, None)
-        self._watch_transitions()
-        if plugin is None:
-            return {"status": "OK"}
-        if _defines(plugin, "teardown"):
-            try:
-                result = plugin.teardown(self)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as e:
-                self._plugin_error(name, "teardown", e)
-                return error_message(e)
-        return {"status": "OK"}
+        return await remove_plugin(self, name, self._plugin_error, removed=self._watch_transitions)
 
     async def _setup_plugins_from_scheduler(self, plugins: dict | None) -> None:
         """Registration: the scheduler's worker plugins; failures are logged."""
@@ -168,7 +113,7 @@ class WorkerPluginsMixin:
         """``Worker(plugins=[...])``, set up once the worker is registered."""
         pending, self._pending_plugins = self._pending_plugins, []
         for plugin in pending:
-            name = _plugin_name(plugin)
+            name = plugin_name(plugin)
             result = await self.plugin_add(plugin=plugin, name=name)
             if result.get("status") != "OK":
                 self._plugin_error(name, "setup", result.get("exception_text") or result.get("text"))
@@ -177,7 +122,7 @@ class WorkerPluginsMixin:
         """The worker closes: every plugin's teardown; errors are logged."""
         for name in list(self.plugins):
             plugin = self.plugins.pop(name)
-            if not _defines(plugin, "teardown"):
+            if not defines(plugin, "teardown"):
                 continue
             try:
                 result = plugin.teardown(self)
@@ -192,7 +137,7 @@ class WorkerPluginsMixin:
 
     def _watch_transitions(self) -> None:
         """Observe task states while some plugin has a ``transition`` hook."""
-        watch = any(_defines(p, "transition") for p in self.plugins.values())
+        watch = any(defines(p, "transition") for p in self.plugins.values())
         state = self.state
         if watch and self._observed_class is None:
             self._observed_class = observed_task_class(self._tell_transition)
@@ -206,7 +151,7 @@ class WorkerPluginsMixin:
 
     def _tell_transition(self, key, start: str, finish: str) -> None:
         for name, plugin in list(self.plugins.items()):
-            if not _defines(plugin, "transition"):
+            if not defines(plugin, "transition"):
                 continue
             try:
                 plugin.transition(key, start, finish)
