@@ -314,6 +314,39 @@ class ClientBound:
         except Exception as e:  # a closed client: the scheduler cleans up after it
             logger.debug("%s %r: could not send %s: %s", self._kind, self.name, msg.get("op"), e)
 
+    async def _receive(self, request: Any, unpack: Any, abandon_op: str, confirm_op: str,
+                       timeout_text: str) -> Any:
+        """A get that may hand Futures over: ``await request(token, client_id)``
+        and ``unpack(reply)`` with those Futures bound to our client.  On any
+        failure ``abandon_op`` gives back what was handed out; once the
+        Futures hold their keys, ``confirm_op`` lets the scheduler drop its
+        own hold.  ``timeout_text`` is the TimeoutError when none came."""
+        from distributed import context
+        from distributed.exceptions import TimeoutError
+
+        client = self._require_client()
+        token = uuid.uuid4().hex
+        try:
+            with context.receiving_for(client):  # Futures unpickled from the reply are this client's
+                reply = await request(token, client.id)
+                value = unpack(reply)
+        except BaseException:
+            # Cancelled, a broken connection, or a value that cannot be
+            # unpickled here: what was handed out goes back.
+            self._send({"op": abandon_op, "name": self._key, "token": token})
+            raise
+        status = reply.get("status")
+        if status == "timeout":
+            raise TimeoutError(timeout_text)
+        if status != "OK":
+            raise RuntimeError(f"{self._kind} {self.name!r}.get: unexpected answer {status!r} "
+                               "from the scheduler")
+        if reply.get("keys"):
+            apply_key_states(client, value, reply.get("states") or {}, f"{self._kind} {self.name!r}")
+            # After the Futures' own messages on the same stream: they hold the keys now.
+            self._send({"op": confirm_op, "name": self._key, "token": token})
+        return value
+
     def __await__(self):
         """``await Variable(...)`` (upstream's constructors are awaitable)."""
         async def ready():

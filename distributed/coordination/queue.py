@@ -46,12 +46,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from distributed import context
 from distributed.coordination._shared import (
     ClientBound,
     KeyHolder,
     TokenMemory,
-    apply_key_states,
     future_keys,
     key_states,
     normalize_name,
@@ -463,28 +461,13 @@ class Queue(ClientBound):
 
     async def _get(self, timeout: float | None = None, batch: bool | int = False) -> Any:
         await self._after_pending()
-        client = self._require_client()
-        token = uuid.uuid4().hex
-        try:
-            with context.receiving_for(client):  # Futures unpickled from the reply are this client's
-                reply = await self._scheduler().queue_get(name=self._key, token=token, client=client.id,
-                                                          timeout=timeout, batch=batch)
-                items = [item.deserialize() if isinstance(item, Serialized) else item
-                         for item in reply.get("items", ())]
-        except BaseException:
-            # Cancelled, a broken connection, or an item that cannot be
-            # unpickled here: what was handed out goes back to the queue.
-            self._send({"op": "queue-abandon", "name": self._key, "token": token})
-            raise
-        status = reply.get("status")
-        if status == "timeout":
-            raise TimeoutError(f"Queue {self.name!r}: no item came within {timeout} s")
-        if status != "OK":
-            raise RuntimeError(f"Queue {self.name!r}.get: unexpected answer {status!r} from the scheduler")
-        if reply.get("keys"):
-            apply_key_states(client, items, reply.get("states") or {}, f"Queue {self.name!r}")
-            # After the Futures' own messages on the same stream: they hold the keys now.
-            self._send({"op": "queue-future-release", "name": self._key, "token": token})
+        items = await self._receive(
+            lambda token, client_id: self._scheduler().queue_get(
+                name=self._key, token=token, client=client_id, timeout=timeout, batch=batch),
+            lambda reply: [item.deserialize() if isinstance(item, Serialized) else item
+                           for item in reply.get("items", ())],
+            "queue-abandon", "queue-future-release",
+            f"Queue {self.name!r}: no item came within {timeout} s")
         return items if batch is not False else items[0]
 
     def qsize(self):

@@ -39,23 +39,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from distributed import context
 from distributed.coordination._shared import (
     ClientBound,
     KeyHolder,
     TokenMemory,
-    apply_key_states,
     future_keys,
     key_states,
     normalize_name,
     parse_timeout,
     wait_for_keys,
 )
-from distributed.exceptions import TimeoutError
 from distributed.protocol import Serialize, Serialized
 
 __all__ = ["Variable", "VariableExtension"]
@@ -323,27 +319,15 @@ class Variable(ClientBound):
 
     async def _get(self, timeout: float | None = None) -> Any:
         await self._after_pending()
-        client = self._require_client()
-        token = uuid.uuid4().hex
-        try:
-            with context.receiving_for(client):  # Futures unpickled from the reply are this client's
-                reply = await self._scheduler().variable_get(name=self._key, token=token, client=client.id,
-                                                             timeout=timeout)
-                data = reply.get("data") if isinstance(reply, dict) else None
-                if isinstance(data, Serialized):
-                    data = data.deserialize()
-        except BaseException:
-            self._send({"op": "variable-abandon", "name": self._key, "token": token})
-            raise
-        status = reply.get("status")
-        if status == "timeout":
-            raise TimeoutError(f"Variable {self.name!r} was not set within {timeout} s")
-        if status != "OK":
-            raise RuntimeError(f"Variable {self.name!r}.get: unexpected answer {status!r} from the scheduler")
-        if reply.get("keys"):
-            apply_key_states(client, data, reply.get("states") or {}, f"Variable {self.name!r}")
-            # After the Futures' own messages on the same stream: they hold the keys now.
-            self._send({"op": "variable-future-received-confirm", "name": self._key, "token": token})
+        def unpack(reply):
+            data = reply.get("data") if isinstance(reply, dict) else None
+            return data.deserialize() if isinstance(data, Serialized) else data
+
+        data = await self._receive(
+            lambda token, client_id: self._scheduler().variable_get(
+                name=self._key, token=token, client=client_id, timeout=timeout),
+            unpack, "variable-abandon", "variable-future-received-confirm",
+            f"Variable {self.name!r} was not set within {timeout} s")
         return data
 
     def delete(self):
