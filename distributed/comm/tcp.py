@@ -247,13 +247,12 @@ class Comm:
                 await stream.read_bytes(8 * n), n, self.max_message_size, self.peer_address,
                 self.local_address,
             )
-            as_bytes = [flag == AS_BYTES for flag in flags]
             total = sum(lengths)
-            if total <= _SMALL:
+            if total <= _SMALL:  # the common case: one read, no per-frame work
                 buf = await stream.read_bytes(total) if total else b""
                 frames = _split(memoryview(buf), lengths)
             else:
-                frames = await self._read_large(lengths, as_bytes)
+                frames = await self._read_large(lengths, [flag == AS_BYTES for flag in flags])
             if any(flag & ~AS_BYTES for flag in flags):
                 frames = self._resolve_shm(frames, flags)
         except StreamClosedError as e:
