@@ -1,5 +1,6 @@
 """Upstream's JSON routes: ``/json/identity.json``, ``/json/counts.json``,
-``/json/index.html`` and ``/individual-plots.json``.
+``/json/index.html`` and ``/individual-plots.json``; and ours,
+``/json/profile.json`` (the flame graph's data: ``distributed/http/profile.py``).
 
 Payloads keep upstream's shape; counts come from the ``PrefixTracker``
 (O(prefixes)) rather than a loop over every task.
@@ -12,6 +13,7 @@ import html
 
 from distributed.http import snapshot
 from distributed.http.base import BaseHandler
+from distributed.http.profile import ProfileHandler
 
 __all__ = ["routes", "INDIVIDUAL_PLOTS"]
 
@@ -41,7 +43,7 @@ class IndexHandler(BaseHandler):
     def get(self):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         items = "".join(f'<li><a href="{html.escape(p.lstrip("/"))}">{html.escape(p)}</a></li>'
-                        for p in ("/json/counts.json", "/json/identity.json"))
+                        for p in ("/json/counts.json", "/json/identity.json", "/json/profile.json"))
         self.write(f"<!doctype html><title>JSON</title><ul>{items}</ul>")
 
 
@@ -60,4 +62,5 @@ def routes(http) -> list:
     return [("/json/identity.json", IdentityHandler, kw),
             ("/json/counts.json", CountsHandler, kw),
             ("/json/index.html", IndexHandler, kw),
+            ("/json/profile.json", ProfileHandler, kw),
             ("/individual-plots.json", IndividualPlotsHandler, kw)]

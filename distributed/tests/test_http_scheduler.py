@@ -9,6 +9,8 @@ import asyncio
 import json
 import re
 import socket
+import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 
@@ -484,3 +486,82 @@ async def test_stream_carries_the_eta_and_its_bottleneck(c, s, a, b):
     snap = s.http_server._produce(0)
     assert snap["eta"]["eta"] > 0 and snap["eta"]["bottleneck"]["prefix"] == "slowinc"
     await c.gather(chain)
+
+
+def spin(seconds):
+    """Busy for ``seconds`` in pure Python (a profile needs a running frame)."""
+    end = time.time() + seconds
+    n = 0
+    while time.time() < end:
+        n += 1
+    return n
+
+
+def churn(seconds):
+    """Another prefix, busy the same way (under its own name)."""
+    end = time.time() + seconds
+    n = 0
+    while time.time() < end:
+        n += 1
+    return n
+
+
+def tree_names(tree) -> set:
+    out, stack = set(), [tree]
+    while stack:
+        node = stack.pop()
+        for child in node["children"].values():
+            out.add(child["description"]["name"])
+            stack.append(child)
+    return out
+
+
+async def profile_until(s, path: str, predicate, timeout: float = 10):
+    """The reply of ``path`` once ``predicate(reply)`` holds (AssertionError after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = await fetch_json(s, path)
+        if predicate(reply):
+            return reply
+        assert time.monotonic() < deadline, f"{path} did not show the expected samples within {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+@gen_cluster(client=True, scheduler_kwargs=DASH)
+async def test_profile_json_has_the_task_and_filters_by_prefix(c, s, a, b):
+    await c.gather([c.submit(spin, 0.5, pure=False), c.submit(churn, 0.5, pure=False)])
+    reply = await profile_until(s, "/json/profile.json",
+                                lambda r: {"spin", "churn"} <= tree_names(r["tree"]))
+    assert reply["count"] > 0 and reply["tree"]["count"] == reply["count"]
+    assert reply["source"] == "tasks" and reply["max_depth"] == 60
+    assert reply["dropped"]["samples"] >= 0
+    assert {"spin", "churn"} <= {f["name"] for f in reply["functions"]}
+
+    only = await fetch_json(s, "/json/profile.json?key=spin&start=10m")
+    assert only["count"] > 0 and "spin" in tree_names(only["tree"])
+    assert "churn" not in tree_names(only["tree"])
+    nothing = await fetch_json(s, "/json/profile.json?key=spin&start=" + str(time.time() + 3600))
+    assert nothing["count"] == 0 and nothing["tree"]["children"] == {}
+    one = await fetch_json(s, "/json/profile.json?workers=" + urllib.parse.quote(a.address, safe=""))
+    assert one["tree"]["identifier"] == "root" and one["source"] == "tasks"
+
+    # The scheduler's own event loop (the test's thread, sampled continuously).
+    loop = await profile_until(s, "/json/profile.json?scheduler=1", lambda r: r["count"] > 0)
+    assert loop["source"] == "scheduler" and loop["tree"]["identifier"] == "root"
+    server = await profile_until(s, "/json/profile.json?server=1", lambda r: r["count"] > 0)
+    assert server["source"] == "server"
+
+
+@gen_cluster(client=True, scheduler_kwargs=DASH)
+async def test_profile_json_refuses_bad_parameters(c, s, a, b):
+    for query in ("start=yesterday", "start=-5", "stop=nan", "start=100&stop=50", "server=maybe",
+                  "server=1&scheduler=1", "key=", "workers=tcp://127.0.0.1:1", "color=red",
+                  "scheduler=1&key=spin"):
+        code, headers, text = await fetch(s, "/json/profile.json?" + query)
+        assert code == 400, (query, code, text)
+        assert headers["Content-Type"].startswith("application/json")
+        assert json.loads(text)["error"], query
+    code, headers, text = await fetch(s, "/json/profile.json?start=" + urllib.parse.quote(XSS))
+    # The value comes back as JSON data, never as markup or in a header.
+    assert code == 400 and headers["Content-Type"].startswith("application/json")
+    assert headers["X-Content-Type-Options"] == "nosniff" and "start=" in json.loads(text)["error"]
