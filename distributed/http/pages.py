@@ -4,7 +4,10 @@
 ``/groups`` and the ``/individual-*`` panes are the same small document with
 a ``data-page`` attribute; ``/statics/dashboard.js`` builds the page with
 DOM calls (``textContent`` only, so cluster strings never become markup)
-from ``/api/v1/*`` and the event stream.  No bokeh, no CDN: every byte
+from ``/api/v1/*`` and the event stream; its ``layouts`` table says which
+panels each page has (``/profile``: the flame graph, fed by
+``/json/profile.json`` while the tab is visible, then compute time per
+task prefix).  No bokeh, no CDN: every byte
 comes from this server, which the Content-Security-Policy enforces.
 
 Runs on the server's event loop.

@@ -8,6 +8,8 @@ installs Debian's ``chromium`` when it is missing)."""
 from __future__ import annotations
 
 import json
+import re
+import time
 import urllib.parse
 
 import pytest
@@ -118,4 +120,58 @@ async def test_markup_in_keys_shows_literally_and_runs_nothing(c, s, a, b):
             assert k in await br.evaluate("document.body.textContent")
         assert br.dialogs == []
         assert br.exceptions == []
+        assert only_this_host(br, port) == []
+
+
+def spin(seconds):
+    """Busy for ``seconds`` in pure Python (a profile needs a running frame)."""
+    end = time.time() + seconds
+    n = 0
+    while time.time() < end:
+        n += 1
+    return n
+
+
+SPIN_TITLES = """Array.from(document.querySelectorAll('#flame svg g:not(.flame-root) rect > title'))
+  .filter(t => t.textContent.startsWith('spin ('))"""
+ROOT_LABEL = "document.querySelector('#flame svg g.flame-root text').textContent"
+
+
+@gen_cluster(client=True, scheduler_kwargs=DASH, timeout=110)
+async def test_profile_page_draws_a_flame_graph_that_zooms(c, s, a, b):
+    future = c.submit(spin, 0.5, pure=False)  # held: the page's prefixes are the live groups
+    await future
+    port = s.http_server.port
+    async with Browser() as br:
+        await br.goto(f"http://127.0.0.1:{port}/profile")
+        await br.wait_for(f"({SPIN_TITLES}).length", what="a frame of spin in the flame graph")
+        tip = await br.evaluate(f"({SPIN_TITLES})[0].textContent")
+        assert re.fullmatch(r"spin \(.+test_dashboard_browser\.py:\d+\) \d+ samples, [\d.]+%", tip), tip
+        assert (await br.evaluate(ROOT_LABEL)).startswith("all (")
+        # The compute-time panel is still there, under the flame graph.
+        assert await br.evaluate("!!document.getElementById('profile-table')")
+
+        # Click spin's frame: it becomes the root bar; clicking the root zooms out.
+        await br.evaluate(f"({SPIN_TITLES})[0].parentNode.dispatchEvent(new MouseEvent('click', {{bubbles: true}}))")
+        assert (await br.evaluate(ROOT_LABEL)).startswith("\u2190 spin (")
+        assert await br.evaluate("document.querySelectorAll('#flame svg g').length") >= 1
+        await br.evaluate("document.querySelector('#flame svg g.flame-root')"
+                          ".dispatchEvent(new MouseEvent('click', {bubbles: true}))")
+        assert (await br.evaluate(ROOT_LABEL)).startswith("all (")
+
+        # The table twin lists spin with its samples; the prefix selector offers it.
+        rows = json.loads(await br.evaluate(TABLE_JS % "flame-table"))
+        spin_rows = [r for r in rows if r[0] == "spin"]
+        assert spin_rows and int(spin_rows[0][2]) > 0
+        assert re.fullmatch(r".+test_dashboard_browser\.py:\d+", spin_rows[0][1]), spin_rows
+        await br.wait_for("Array.from(document.querySelectorAll('#flame-prefix option'))"
+                          ".some(o => o.value === 'spin')", what="spin in the prefix selector")
+        # Choosing it (and a window) asks the JSON route for that prefix only.
+        await br.evaluate("(() => { const p = document.getElementById('flame-prefix'); p.value = 'spin';"
+                          " document.getElementById('flame-window').value = '60s';"
+                          " p.dispatchEvent(new Event('change')); })()")
+        await br.wait_for(f"({SPIN_TITLES}).length && !!document.querySelector('#flame-table')",
+                          what="the flame graph of the spin prefix")
+        assert any(u.endswith("/json/profile.json?start=60s&key=spin") for u in br.requests), br.requests
+        assert br.console_errors == [] and br.exceptions == []
         assert only_this_host(br, port) == []

@@ -2,9 +2,12 @@
 //
 // One EventSource per tab on /api/v1/stream; each "snapshot" event carries the
 // whole picture (cluster totals, per-prefix counts, workers, new task-stream
-// records), so a tab never polls.  Every string from the cluster (keys, prefix
-// and worker names) reaches the page through textContent or setAttribute only,
-// never innerHTML: a key such as <img src=x onerror=...> shows as text.
+// records), so a tab never polls for it.  The one exception is the profile's
+// call tree (too big for every frame): the /profile page fetches
+// /json/profile.json every 2 s while the tab is visible.  Every string from
+// the cluster (keys, prefix and worker names, function and file names) reaches
+// the page through textContent or setAttribute only, never innerHTML: a key
+// such as <img src=x onerror=...> shows as text.
 // Every chart has a table twin under it (for screen readers, tests and copy).
 "use strict";
 (function () {
@@ -190,6 +193,13 @@
             x.processing, x.tasks]));
       },
     },
+    "flame": {
+      title: "Profile",
+      wide: true,
+      init(p) { flameInit(p); },
+      // Frames carry the groups only: the tree comes from /json/profile.json.
+      draw(p, s) { flamePrefixes(s.groups); },
+    },
     "profile": {
       title: "Compute time per task prefix",
       wide: true,
@@ -207,7 +217,7 @@
   const layouts = {
     status: ["cluster-memory", "progress", "workers-memory", "nprocessing", "task-stream"],
     workers: ["workers"], tasks: ["task-stream"], system: ["system", "cluster-memory"],
-    profile: ["profile"], groups: ["groups", "progress"],
+    profile: ["flame", "profile"], groups: ["groups", "progress"],
   };
   const names = page.startsWith("individual-") ? [page.slice("individual-".length)] : (layouts[page] || []);
   const shown = names.filter(n => panels[n]).map(n => [panels[n], panel(n, panels[n].title, panels[n].wide)]);
@@ -259,6 +269,155 @@
     fillTable(last, ["prefix", "key", "worker", "seconds"], recent);
   }
 
+  // ---- profile: the flame graph ---------------------------------------------
+  // An icicle (root on top, each frame under its caller, width = samples) of
+  // /json/profile.json, fetched every FLAME_EVERY ms while the tab is visible:
+  // a tree is too big for every stream frame.  Click a frame to zoom into it,
+  // the root bar to zoom out.  The twin table lists the top functions.
+  const FLAME_EVERY = 2000, FLAME_ROW = 18;
+  const flame = { p: null, data: null, zoom: [], seq: 0, busy: false, prefixes: "", controls: null };
+  function choice(label, options) {
+    const wrap = el("label", {}, label + " ");
+    const sel = el("select");
+    options.forEach(([value, text]) => sel.appendChild(el("option", { value: value }, text)));
+    wrap.appendChild(sel);
+    return [wrap, sel];
+  }
+  function flameInit(p) {
+    flame.p = p;
+    p.chart.classList.add("flame");
+    const bar = el("div", { class: "controls" });
+    const [l1, source] = choice("profile of", [["tasks", "tasks"], ["server", "workers' event loops"],
+      ["scheduler", "scheduler's event loop"]]);
+    const [l2, prefix] = choice("task prefix", [["", "all"]]);
+    const [l3, win] = choice("time", [["10s", "last 10 s"], ["60s", "last minute"], ["600s", "last 10 minutes"],
+      ["", "all"]]);
+    win.value = "600s";
+    source.id = "flame-source"; prefix.id = "flame-prefix"; win.id = "flame-window";
+    [l1, l2, l3].forEach(l => bar.appendChild(l));
+    p.section.insertBefore(bar, p.note);
+    flame.controls = { source: source, prefix: prefix, win: win };
+    [source, prefix, win].forEach(c => c.addEventListener("change", () => {
+      prefix.disabled = source.value !== "tasks";
+      flame.zoom = [];
+      flameFetch();
+    }));
+    setInterval(() => { if (!document.hidden && !flame.busy) flameFetch(); }, FLAME_EVERY);
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) flameFetch(); });
+    flameFetch();
+  }
+  // The prefix selector follows the groups the stream reports (rebuilt only
+  // when they change, so an open list is not disturbed).
+  function flamePrefixes(groups) {
+    const sel = flame.controls && flame.controls.prefix;
+    if (!sel) return;
+    const names = groups.map(g => g.name).sort();
+    const sig = JSON.stringify(names);
+    if (sig === flame.prefixes) return;
+    flame.prefixes = sig;
+    const keep = sel.value;
+    while (sel.options.length > 1) sel.remove(1);
+    names.forEach(n => sel.appendChild(el("option", { value: n }, n)));
+    if (keep && !names.includes(keep)) sel.appendChild(el("option", { value: keep }, keep));
+    sel.value = keep;
+  }
+  function flameURL() {
+    const c = flame.controls, q = new URLSearchParams();
+    if (c.win.value) q.set("start", c.win.value);
+    if (c.source.value === "server") q.set("server", "1");
+    else if (c.source.value === "scheduler") q.set("scheduler", "1");
+    else if (c.prefix.value) q.set("key", c.prefix.value);
+    return "/json/profile.json?" + q.toString();
+  }
+  function flameFetch() {
+    const seq = ++flame.seq;
+    flame.busy = true;
+    fetch(flameURL()).then(r => r.json().then(d => {
+      if (!r.ok) throw new Error(d.error || ("HTTP " + r.status));
+      return d;
+    })).then(d => {
+      if (seq !== flame.seq) return;  // a newer request (other settings) is on its way
+      flame.data = d;
+      flameDraw();
+      document.body.dataset.flame = String(Date.now());
+    }).catch(e => {
+      if (seq === flame.seq) flame.p.note.textContent = "profile unavailable: " + e.message;
+    }).finally(() => { if (seq === flame.seq) flame.busy = false; });
+  }
+  // The node at the end of the zoom path (the deepest one still in the tree).
+  function flameTop(tree) {
+    let node = tree;
+    const kept = [];
+    for (const id of flame.zoom) {
+      const child = node.children[id];
+      if (!child) break;
+      node = child;
+      kept.push(id);
+    }
+    flame.zoom = kept;
+    return node;
+  }
+  function flameTip(node, total) {
+    const d = node.description;
+    return d.name + " (" + d.filename + ":" + d.line_number + ") " + node.count + " samples, " +
+      (100 * node.count / Math.max(total, 1)).toFixed(1) + "%";
+  }
+  function fit(text, width) {
+    const room = Math.floor((width - 6) / 6.5);
+    if (room < 3) return "";
+    return text.length <= room ? text : text.slice(0, room - 1) + "\u2026";
+  }
+  function flameDraw() {
+    const p = flame.p, d = flame.data, svg = p.chart;
+    const total = d.count, top = flameTop(d.tree);
+    const width = Math.max(200, Math.round(svg.getBoundingClientRect().width) || W);
+    const rows = [];  // [node, x, w, depth, path]
+    const todo = [[top, 0, width, 0, flame.zoom.slice()]];
+    while (todo.length) {
+      const item = todo.pop(), node = item[0];
+      rows.push(item);
+      let x = item[1];
+      Object.keys(node.children).sort().forEach(id => {
+        const child = node.children[id], w = child.count / Math.max(top.count, 1) * width;
+        if (w >= 0.5) todo.push([child, x, w, item[3] + 1, item[4].concat([id])]);
+        x += w;
+      });
+    }
+    const depth = rows.reduce((m, r) => Math.max(m, r[3]), 0) + 1;
+    clear(svg);
+    svg.setAttribute("viewBox", "0 0 " + width + " " + depth * FLAME_ROW);
+    rows.forEach(([node, x, w, level, path]) => {
+      const root = level === 0, g = svgEl("g", root ? { class: "flame-root" } : {});
+      const name = root ? (flame.zoom.length ? node.description.name : "all") : node.description.name;
+      const rect = svgEl("rect", { x: x.toFixed(2), y: level * FLAME_ROW, width: Math.max(0.5, w - 0.5).toFixed(2),
+        height: FLAME_ROW - 1, fill: root ? "#c9c9c9" : flameColor(name) });
+      const tip = root && !flame.zoom.length ? "all: " + total + " samples" : flameTip(node, total);
+      rect.appendChild(svgEl("title", {}, tip + (root && flame.zoom.length ? " (click to zoom out)" : "")));
+      g.appendChild(rect);
+      const label = root ? (flame.zoom.length ? "\u2190 " + name : "all") + " (" + node.count + " samples)" : name;
+      const text = fit(label, w);
+      if (text) g.appendChild(svgEl("text", { x: (x + 3).toFixed(2), y: level * FLAME_ROW + FLAME_ROW - 5,
+        class: "label" }, text));
+      g.addEventListener("click", () => {
+        flame.zoom = root ? [] : path;
+        flameDraw();
+      });
+      svg.appendChild(g);
+    });
+    const dropped = d.dropped.samples;
+    p.note.textContent = total ? total + " samples" + (dropped ? "; " + dropped + " in frames under " +
+      (100 * d.min_share) + "% or deeper than " + d.max_depth + " not drawn" : "") :
+      "No samples in this window (profiling is off, or nothing ran).";
+    fillTable(p.table, ["function", "where", "samples", "self", "share"],
+      d.functions.map(f => [f.name, f.filename + ":" + f.line_number, f.count, f.self,
+        (100 * f.share).toFixed(1) + "%"]));
+  }
+  function flameColor(name) {
+    let h = 0;
+    for (let i = 0; i < name.length; i++) h = (h * 31 + name.charCodeAt(i)) >>> 0;
+    return "hsl(" + (10 + h % 45) + "," + (65 + (h >>> 8) % 25) + "%," + (58 + (h >>> 16) % 14) + "%)";
+  }
+
   // The scheduler's estimate of the time left (the remaining graph's critical
   // path, or its work over the threads), counted down since it was made.
   function etaText(s) {
@@ -298,6 +457,8 @@
     src.onopen = () => { conn.textContent = "live"; conn.className = "conn live"; };
     src.onerror = () => { conn.textContent = "disconnected"; conn.className = "conn down"; };
   }
+  // Panels with their own data source (the profile) start once all is defined.
+  shown.forEach(([spec, p]) => { if (spec.init) spec.init(p); });
   streamChain = fetchStream(-1).catch(() => {});
   connect();
 })();
