@@ -252,8 +252,10 @@ class DiagnosticsMethods:
         tasks of that key's prefix; ``start``/``stop``: a time range
         (epoch seconds or durations ago like ``"30s"``); ``server``: the
         workers' event loops; ``scheduler``: the scheduler's event loop.
-        ``plot``/``filename`` are refused: the flame graph is on the
-        dashboard's /profile page and in ``performance_report``.
+        ``plot``/``filename`` are refused (they would need bokeh): the
+        flame graph of this tree is on the dashboard's /profile page (its
+        data, trimmed, at ``/json/profile.json``) and in the "Worker
+        Profile" and "Scheduler Profile" tabs of ``performance_report``.
 
         >>> client.profile()["count"]          # doctest: +SKIP
         1532

@@ -173,7 +173,7 @@ def svg(tree: dict, width: int = 1000, row: int = 16, max_depth: int = MAX_DEPTH
     boxes = plot_data(tree, max_depth=max_depth)
     depth = max([b["depth"] for b in boxes], default=-1) + 2
     height = depth * row
-    parts = [f'<svg class="flame" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+    parts = [f'<svg class="flame" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="flame graph, {total:,} samples">',
              f'<g class="flame-root"><rect x="0" y="0" width="{width}" height="{row - 1}" fill="#c9c9c9">'
              f"<title>{_e(label)}: {total:,} samples, 100%</title></rect>"

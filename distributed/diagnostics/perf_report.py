@@ -10,9 +10,10 @@ stream is; on leaving, it asks the scheduler for what happened since
 workers' merged profile, the scheduler's event-loop profile, its recent
 logs) and writes one HTML file: a summary (duration, tasks, compute time,
 efficiency = compute / (threads x wall)), the task stream as an SVG chart,
-a per-prefix table, the workers' profile, the scheduler's profile, its
-logs, and the code that ran (the caller's source, ``stacklevel`` frames
-up).
+a per-prefix table, the workers' profile and the scheduler's profile (each
+a flame graph drawn as inline SVG by ``flamegraph.svg``, with its table of
+top functions as the twin), its logs, and the code that ran (the caller's
+source, ``stacklevel`` frames up).
 
 The file opens offline: CSS, SVG and the tab switching (CSS only, no
 script) are inline; nothing is fetched from anywhere.  Every string that
@@ -29,6 +30,7 @@ import logging
 import time
 from typing import Any
 
+from distributed.diagnostics import flamegraph
 from distributed.diagnostics.task_stream import efficiency, rectangles
 
 __all__ = ["performance_report", "render", "MAX_RECTS"]
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 #: The chart draws at most this many rectangles (the latest ones).
 MAX_RECTS = 20_000
 _MAX_CODE = 50_000
+_EMPTY = {"count": 0, "children": {}}
 _CHART_WIDTH = 1000
 _LANE_HEIGHT = 14
 
@@ -106,33 +109,25 @@ def _task_stream_svg(records: list, start: float, stop: float) -> str:
     return note + "".join(parts)
 
 
-def _flatten_profile(tree: dict, limit: int = 30) -> list[tuple]:
-    """Functions by total samples: ``(count, share, name, filename, line)``."""
-    total = tree.get("count", 0) or 0
-    counts: dict[str, list] = {}
-
-    def walk(node: dict, on_path: frozenset) -> None:
-        for ident, child in node.get("children", {}).items():
-            if ident not in on_path:  # recursion: count a function once per stack
-                d = child["description"]
-                entry = counts.setdefault(ident, [0, d.get("name", ""), d.get("filename", ""),
-                                                  d.get("line_number", 0)])
-                entry[0] += child["count"]
-            walk(child, on_path | {ident})
-
-    walk(tree, frozenset())
-    rows = sorted(counts.values(), key=lambda e: (-e[0], e[1]))[:limit]
-    return [(c, c / total if total else 0.0, name, fn, line) for c, name, fn, line in rows]
-
-
 def _profile_table(tree: dict, limit: int = 30) -> str:
-    rows = _flatten_profile(tree, limit)
+    rows = flamegraph.top_functions(tree, limit)
     if not rows:
         return "<p>No samples (the work was too short to be sampled, or profiling is off).</p>"
-    body = "".join(f"<tr><td>{c}</td><td>{100 * share:.1f}%</td><td>{_e(name)}</td>"
-                   f"<td>{_e(fn)}:{_e(line)}</td></tr>" for c, share, name, fn, line in rows)
-    return (f"<p>{tree.get('count', 0):,} samples.</p><table><thead><tr><th>samples</th>"
+    body = "".join(f"<tr><td>{r['count']}</td><td>{r['self']}</td><td>{100 * r['share']:.1f}%</td>"
+                   f"<td>{_e(r['name'])}</td><td>{_e(r['filename'])}:{_e(r['line_number'])}</td></tr>"
+                   for r in rows)
+    return (f"<p>{tree.get('count', 0):,} samples.</p><table><thead><tr><th>samples</th><th>self</th>"
             f"<th>share</th><th>function</th><th>where</th></tr></thead><tbody>{body}</tbody></table>")
+
+
+def _profile_section(tree: dict, label: str) -> str:
+    """The flame graph of ``tree`` (hover a frame for its samples) over its table twin."""
+    if not tree.get("count"):
+        return _profile_table(tree)
+    return ("<p>Root on top, each frame under its caller, width proportional to its samples; "
+            "hover a frame for its file, line and share.</p>"
+            f'<div class="flamebox">{flamegraph.svg(tree, width=_CHART_WIDTH + 220, label=label)}</div>'
+            f"<h3>Top functions</h3>{_profile_table(tree)}")
 
 
 _CSS = """
@@ -145,6 +140,8 @@ border-bottom:none;cursor:pointer;background:#eee;margin-right:2px}
 .tabs>input:checked+label{background:#fff;font-weight:bold}
 .tab{display:none;border-top:1px solid #ccc;padding-top:.5em}
 svg.stream text{font-size:10px;font-family:monospace}
+svg.flame{max-width:100%;height:auto}svg.flame text{font-size:10px;font-family:monospace;pointer-events:none;fill:#222}
+.flamebox{overflow-x:auto}
 """
 
 
@@ -210,8 +207,9 @@ def render(data: dict, code: str = "", title: str = "Dask Performance Report") -
         ("Summary", summary + "<h3>Code</h3>" + f"<pre>{_e(code) or '(source not available)'}</pre>"),
         ("Task Stream", _task_stream_svg(records, start, stop)),
         ("Task Prefixes", prefixes),
-        ("Worker Profile (compute)", _profile_table(data.get("profile") or {"count": 0, "children": {}})),
-        ("Scheduler Profile", _profile_table(data.get("scheduler_profile") or {"count": 0, "children": {}})),
+        ("Worker Profile (compute)", _profile_section(data.get("profile") or _EMPTY, "all tasks")),
+        ("Scheduler Profile", _profile_section(data.get("scheduler_profile") or _EMPTY,
+                                               "scheduler's event loop")),
         ("Scheduler Logs", f"<table><tbody>{logs}</tbody></table>"),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
