@@ -527,11 +527,24 @@ async def profile_until(s, path: str, predicate, timeout: float = 10):
         await asyncio.sleep(0.05)
 
 
+async def sampled(c, s, funcs, timeout: float = 30) -> dict:
+    """``/json/profile.json`` once it shows every function of ``funcs``.
+    Each first runs 0.5 s; one that the profiler (every 10 ms) happened not
+    to sample on a busy machine runs again, until ``timeout``."""
+    await c.gather([c.submit(f, 0.5, pure=False) for f in funcs])
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = await fetch_json(s, "/json/profile.json")
+        missing = [f for f in funcs if f.__name__ not in tree_names(reply["tree"])]
+        if not missing:
+            return reply
+        assert time.monotonic() < deadline, f"no samples of {missing} in {timeout} s"
+        await c.gather([c.submit(f, 0.2, pure=False) for f in missing])
+
+
 @gen_cluster(client=True, scheduler_kwargs=DASH)
 async def test_profile_json_has_the_task_and_filters_by_prefix(c, s, a, b):
-    await c.gather([c.submit(spin, 0.5, pure=False), c.submit(churn, 0.5, pure=False)])
-    reply = await profile_until(s, "/json/profile.json",
-                                lambda r: {"spin", "churn"} <= tree_names(r["tree"]))
+    reply = await sampled(c, s, [spin, churn])
     assert reply["count"] > 0 and reply["tree"]["count"] == reply["count"]
     assert reply["source"] == "tasks" and reply["max_depth"] == 60
     assert reply["dropped"]["samples"] >= 0

@@ -321,7 +321,7 @@
     if (keep && !names.includes(keep)) sel.appendChild(el("option", { value: keep }, keep));
     sel.value = keep;
   }
-  function flameURL() {
+  function flameURL() {  // the query of the current controls
     const c = flame.controls, q = new URLSearchParams();
     if (c.win.value) q.set("start", c.win.value);
     if (c.source.value === "server") q.set("server", "1");
@@ -330,16 +330,16 @@
     return "/json/profile.json?" + q.toString();
   }
   function flameFetch() {
-    const seq = ++flame.seq;
+    const seq = ++flame.seq, url = flameURL();
     flame.busy = true;
-    fetch(flameURL()).then(r => r.json().then(d => {
+    fetch(url).then(r => r.json().then(d => {
       if (!r.ok) throw new Error(d.error || ("HTTP " + r.status));
       return d;
     })).then(d => {
       if (seq !== flame.seq) return;  // a newer request (other settings) is on its way
       flame.data = d;
       flameDraw();
-      document.body.dataset.flame = String(Date.now());
+      flame.p.section.dataset.query = url;  // what the graph shows (for tests and bug reports)
     }).catch(e => {
       if (seq === flame.seq) flame.p.note.textContent = "profile unavailable: " + e.message;
     }).finally(() => { if (seq === flame.seq) flame.busy = false; });
