@@ -332,7 +332,10 @@
   function flameFetch() {
     const seq = ++flame.seq, url = flameURL();
     flame.busy = true;
-    fetch(url).then(r => r.json().then(d => {
+    fetch(url).then(r => r.text().then(body => {
+      // 400s carry {"error"}; other failures (401, 503) are plain text.
+      let d;
+      try { d = JSON.parse(body); } catch (err) { d = { error: body.trim() }; }
       if (!r.ok) throw new Error(d.error || ("HTTP " + r.status));
       return d;
     })).then(d => {
