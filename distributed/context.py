@@ -86,7 +86,7 @@ def clear_default_client(client: Client) -> None:
 
 def default_client(c: Client | None = None) -> Client:
     """The Client used when none is named: the most recent one created with
-    ``set_as_default=True``, or else the newest live one.
+    ``set_as_default=True``, or else the newest live one of those.
 
     >>> client = default_client()    # doctest: +SKIP
     """
@@ -97,7 +97,9 @@ def default_client(c: Client | None = None) -> Client:
         return c
     for i in sorted(_clients, reverse=True):
         c = _clients.get(i)
-        if _live(c):
+        # A client made with set_as_default=False (a worker's own client) is
+        # nobody's default: it may outlive its worker for a moment.
+        if _live(c) and getattr(c, "_set_as_default", True):
             return c
     raise ValueError(
         "No clients found. Start a client and point it to the scheduler address:\n"

@@ -47,7 +47,13 @@ class ThreadPool(Executor):
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._active = 0  # threads currently counted as pool slots
+        # Under ``_lock``, at most one of these is non-zero: free threads no
+        # queued item is promised to, and queued items no thread is promised
+        # to.  A thread counts as free only when no item claimed it, not while
+        # it sits in ``get()``: an item it already took would otherwise be
+        # counted as waiting for a free thread that is in fact busy with it.
         self._idle = 0
+        self._backlog = 0
         self._shutdown = False
 
     @property
@@ -66,27 +72,41 @@ class ThreadPool(Executor):
     def _put(self, item) -> None:
         if self._shutdown:
             raise RuntimeError("cannot submit to a thread pool that is shut down")
-        self._queue.put(item)
         with self._lock:
-            if self._idle == 0 and self._active < self.nthreads:
-                self._start_thread()
+            self._queue.put(item)
+            self._claim(may_start=True)
 
-    def _start_thread(self) -> None:
+    def _claim(self, may_start: bool) -> None:
+        """Promise the item just queued to a thread (holding ``_lock``): a
+        free one, else a new one while there are slots, else the first to
+        finish its task."""
+        if self._idle:
+            self._idle -= 1
+        elif may_start and self._active < self.nthreads:
+            self._start_thread(claimed=True)
+        else:
+            self._backlog += 1
+
+    def _start_thread(self, claimed: bool) -> None:
         self._active += 1
-        t = threading.Thread(target=self._work, name=f"{self.name}-{next(self._counter)}", daemon=True)
+        t = threading.Thread(target=self._work, args=(claimed,), name=f"{self.name}-{next(self._counter)}",
+                             daemon=True)
         self._threads.add(t)
         t.start()
 
-    def _work(self) -> None:
+    def _work(self, claimed: bool) -> None:
         _local.pool = self
         _local.seceded = False
         try:
             while True:
-                with self._lock:
-                    self._idle += 1
+                if not claimed:
+                    with self._lock:
+                        if self._backlog:
+                            self._backlog -= 1
+                        else:
+                            self._idle += 1
+                claimed = False
                 item = self._queue.get()
-                with self._lock:
-                    self._idle -= 1
                 if item is _SHUTDOWN:
                     return
                 if item is _RETIRE:
@@ -117,7 +137,7 @@ class ThreadPool(Executor):
         with self._lock:
             self._active -= 1
             if not self._shutdown:
-                self._start_thread()
+                self._start_thread(claimed=False)
         _local.seceded = True
 
     def _rejoin(self) -> None:
@@ -127,6 +147,7 @@ class ThreadPool(Executor):
             self._active += 1
             if self._active > self.nthreads:
                 self._queue.put(_RETIRE)
+                self._claim(may_start=False)
         _local.seceded = False
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False, timeout: float | None = None) -> None:

@@ -1449,6 +1449,51 @@ async def test_worker_close_closes_the_client_of_its_tasks(c, s, a, b):
     assert task_client.status == "closed"
 
 
+_ran: list = []
+
+
+def _note_ran(name):
+    _ran.append(name)
+
+
+def _block_on(event_name):
+    from distributed import Event
+
+    return Event(event_name).wait(timeout=30)
+
+
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)])
+async def test_closing_worker_drops_queued_tasks_and_makes_no_new_client(c, s, a):
+    """A task still queued when its worker closes does not run there (the
+    scheduler gives it to another worker), and a task that asks for a client
+    on a closing worker gets an error instead of a client outliving it."""
+    from distributed import Event
+
+    _ran.clear()
+    running = c.submit(_block_on, "release", pure=False)
+    queued = c.submit(_note_ran, "queued", pure=False)
+    await async_wait_for(lambda: "release" in s.extensions["events"].waiters, timeout=10)
+    closing = asyncio.ensure_future(a.close())
+    await async_wait_for(lambda: a._client is None, timeout=10)
+    with pytest.raises(RuntimeError, match="closing; it has no client"):
+        a._get_client()
+    await Event("release").set()
+    await asyncio.wait_for(closing, 20)
+    assert a._client is None
+    assert _ran == []
+    assert running.key in s.tasks and queued.status == "pending"
+    assert not [cl for cl in distributed.context.live_clients()
+                if cl is not c and cl.status not in ("closing", "closed")]
+
+
+@gen_cluster(client=True)
+async def test_worker_client_is_never_the_default_client(c, s, a, b):
+    assert await c.submit(submit_and_gather, 3, workers=[a.address]) == 6
+    await c.close()
+    with pytest.raises(ValueError, match="No clients found"):
+        default_client()
+
+
 @gen_cluster(client=True)
 async def test_get_worker_in_task(c, s, a, b):
     x = c.submit(worker_address_of_task, 1, workers=b.address)

@@ -524,14 +524,16 @@ class Worker(Server, WorkerPluginsMixin):
         """
         if self.status not in (Status.running, Status.paused):
             return
+        if restart and self.nanny is not None:
+            # Before retiring: removing us, the scheduler also tells us to
+            # close, and that message may beat the rpc's reply.
+            self.exit_code = EXIT_LIFETIME_RESTART  # the nanny starts a new worker
         try:
             await self.rpc(self.scheduler_address).retire_workers(
                 workers=[self.address], close_workers=False, remove=True)
         except Exception as e:  # the scheduler is gone or refused: close all the same
             logger.warning("Worker %s could not hand its data over before closing: %s",
                            self.address, e)
-        if restart and self.nanny is not None:
-            self.exit_code = EXIT_LIFETIME_RESTART  # the nanny starts a new worker
         await self.close()
 
     async def close(self, report: bool = True, timeout: float = 10, executor_wait: bool = True,
@@ -567,8 +569,10 @@ class Worker(Server, WorkerPluginsMixin):
             await self.http_server.close()
         await self.close_server()
         if self._own_executor:
+            # Tasks not started yet are dropped: the scheduler gives them to
+            # another worker, and running them here too would run them twice.
             await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self.executor.shutdown(wait=executor_wait, timeout=timeout))
+                None, lambda: self.executor.shutdown(wait=executor_wait, cancel_futures=True, timeout=timeout))
         if self._actors is not None:
             await self._actors.close(timeout)
         self.state.actors.clear()
@@ -710,6 +714,9 @@ class Worker(Server, WorkerPluginsMixin):
             return sync(self.loop, self._started_client, timeout)
         client = self._client
         if client is None or client.status in ("closing", "closed"):
+            if self.status in (Status.closing, Status.closed):
+                # close() has closed the client already: a new one would outlive us.
+                raise RuntimeError(f"worker {self.address} is {self.status}; it has no client any more")
             client = self._client = context.new_worker_client(self, timeout)
         return client
 
@@ -769,6 +776,8 @@ class Worker(Server, WorkerPluginsMixin):
         stream.send(*msgs)
 
     def _execute(self, key) -> None:
+        if self.status in (Status.closing, Status.closed):
+            return  # the scheduler gives it to another worker once we are gone
         ts = self.state.tasks[key]
         try:
             with context.working_for(self):  # Futures in the arguments bind to our client
