@@ -9,13 +9,14 @@ tasks (the task stream).  Reading it costs O(prefixes), not O(tasks).
 
 Tasks are born ``released`` without a transition (``update_graph``) and
 scattered data goes straight to ``memory`` (``update_data``); so the tracker
-counts only the non-released states from transitions and the task total per
-prefix from those two entry points, which it wraps on the state machine
-instance, and derives ``released`` as the difference.  It wraps
-``add_worker``/``remove_worker``/``add_client``/``remove_client`` the same
-way to count arrivals and departures.  It is not a registered scheduler
-plugin: any registered plugin makes the scheduler build per-graph arguments
-for plugin hooks, a cost the dashboard should not add.
+counts the non-released states from transitions, the task total per prefix
+from the state's observer hooks (``scheduler/observer.py``:
+``tasks_created``, ``task_stored``), and derives ``released`` as the
+difference.  The same hooks count workers and clients joining and leaving.
+It is not a registered scheduler plugin: any registered plugin makes the
+scheduler build per-graph arguments for plugin hooks, a cost the dashboard
+should not add; it sits on ``SchedulerState.plugins`` (transitions) and
+``SchedulerState.observers`` directly.
 
 Runs on the scheduler's event loop; not thread-safe.
 """
@@ -25,7 +26,7 @@ import time
 from collections import deque
 from typing import Any
 
-from distributed.utils import key_split
+from distributed.scheduler.observer import StateObserver
 
 __all__ = ["PrefixTracker", "TRACKED_STATES"]
 
@@ -60,7 +61,7 @@ class PrefixStats:
         return out
 
 
-class PrefixTracker:
+class PrefixTracker(StateObserver):
     """Per-prefix task counts and the task stream, kept up to date by hooks.
 
     >>> from distributed.scheduler.state import SchedulerState
@@ -85,7 +86,6 @@ class PrefixTracker:
         self.clients_added = 0
         self.clients_removed = 0
         self._installed = False
-        self._forgotten_during: set | None = None
         self.active = 0  # tasks waiting, queued or processing
         self.idle_since: float | None = time.time()
         self._seed()
@@ -106,66 +106,22 @@ class PrefixTracker:
                 p.nbytes += ts.nbytes
 
     def install(self) -> None:
-        """Hook the state machine: transitions, and the two entry points
-        that create tasks without a transition."""
+        """Hook the state machine: its transitions (``plugins``) and the
+        changes that are not transitions (``observers``)."""
         if self._installed:
             return
         self._installed = True
         self.state.plugins.append(self)
-        state = self.state
-        orig_graph, orig_data = state.update_graph, state.update_data
-
-        def update_graph(client, tasks, *args, **kwargs):
-            new = [k for k in tasks if k not in state.tasks]
-            self._forgotten_during = set()
-            try:
-                return orig_graph(client, tasks, *args, **kwargs)
-            finally:
-                # Created are the new keys still held, or forgotten during the call.
-                gone, self._forgotten_during = self._forgotten_during, None
-                self._created(k for k in new if k in state.tasks or k in gone)
-
-        def update_data(who_has, *args, **kwargs):
-            before = {k: (state.tasks[k].state if k in state.tasks else None) for k in who_has}
-            try:
-                return orig_data(who_has, *args, **kwargs)
-            finally:
-                self._data_updated(before)
-
-        state.update_graph, state.update_data = update_graph, update_data
-        # Workers and clients joining and leaving, counted for /metrics.
-        for method, table, attr, joining in (("add_worker", state.workers, "workers_added", True),
-                                             ("remove_worker", state.workers, "workers_removed", False),
-                                             ("add_client", state.clients, "clients_added", True),
-                                             ("remove_client", state.clients, "clients_removed", False)):
-            setattr(state, method, self._counting(getattr(state, method), table, attr, joining))
-
-    def _counting(self, func, table: dict, attr: str, joining: bool):
-        """``func(who, ...)`` that adds 1 to ``self.<attr>`` when ``who``
-        joins (``joining``) or leaves ``table``."""
-        def wrapper(who, /, *args, **kwargs):  # positional-only: add_worker has a name= keyword
-            before = who in table
-            try:
-                return func(who, *args, **kwargs)
-            finally:
-                if (who in table) != before and (who in table) == joining:
-                    setattr(self, attr, getattr(self, attr) + 1)
-
-        return wrapper
+        self.state.observers.append(self)
 
     def uninstall(self) -> None:
         """Undo ``install``."""
         if not self._installed:
             return
         self._installed = False
-        try:
-            self.state.plugins.remove(self)
-        except ValueError:
-            pass
-        # Removing the instance attributes brings back the class's methods.
-        for method in ("update_graph", "update_data", "add_worker", "remove_worker", "add_client",
-                       "remove_client"):
-            self.state.__dict__.pop(method, None)
+        for hooks in (self.state.plugins, self.state.observers):
+            if self in hooks:
+                hooks.remove(self)
 
     # -- hooks ---------------------------------------------------------
 
@@ -175,31 +131,36 @@ class PrefixTracker:
             p = self.prefixes[name] = PrefixStats(name)
         return p
 
-    def _created(self, keys) -> None:
-        tasks, prefixes = self.state.tasks, self.prefixes
-        for key in keys:
-            ts = tasks.get(key)
-            name = ts.prefix if ts is not None else key_split(key)  # forgotten already: rare
-            p = prefixes.get(name)
+    # StateObserver: the changes that are not transitions.
+
+    def tasks_created(self, tasks: list) -> None:
+        prefixes = self.prefixes
+        for ts in tasks:
+            p = prefixes.get(ts.prefix)
             if p is None:
-                p = self._prefix(name)
+                p = self._prefix(ts.prefix)
             p.ntasks += 1
 
-    def _data_updated(self, before: dict) -> None:
-        # update_data sets ``memory`` without a transition (after moving an
-        # existing task to released through one, which was counted).
-        for key, old in before.items():
-            ts = self.state.tasks.get(key)
-            if ts is None:
-                continue
-            p = self._prefix(ts.prefix)
-            if old is None:
-                p.ntasks += 1
-            if ts.state == "memory" and old != "memory":
-                p.states["memory"] += 1
-                p.entered["memory"] = p.entered.get("memory", 0) + 1
-                if ts.nbytes > 0:
-                    p.nbytes += ts.nbytes
+    def task_stored(self, ts: Any) -> None:
+        # Scattered data: ``memory`` straight from ``released`` (a task in
+        # another state was moved to released first, by a transition).
+        p = self._prefix(ts.prefix)
+        p.states["memory"] += 1
+        p.entered["memory"] = p.entered.get("memory", 0) + 1
+        if ts.nbytes > 0:
+            p.nbytes += ts.nbytes
+
+    def worker_added(self, ws: Any) -> None:
+        self.workers_added += 1
+
+    def worker_removed(self, ws: Any) -> None:
+        self.workers_removed += 1
+
+    def client_added(self, cs: Any) -> None:
+        self.clients_added += 1
+
+    def client_removed(self, cs: Any) -> None:
+        self.clients_removed += 1
 
     def transition(self, key, start: str, finish: str, **kwargs) -> None:
         # Called for every transition of every task: keep it to dict updates.
@@ -240,8 +201,6 @@ class PrefixTracker:
         elif finish == "forgotten":
             p.ntasks -= 1
             self.forgotten_total += 1
-            if self._forgotten_during is not None:
-                self._forgotten_during.add(key)
         elif finish == "erred" and start == "processing":
             now = time.time()
             self.stream.append((self.stream_index, ts.key, ts.prefix, kwargs.get("worker"), now, now, "error"))

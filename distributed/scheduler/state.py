@@ -71,6 +71,7 @@ from distributed.scheduler.entities import (  # noqa: F401 (re-exported: old imp
     _add,
     _discard,
 )
+from distributed.scheduler.observer import StateObserver
 from distributed.utils import key_split
 
 __all__ = ["SchedulerState", "TaskState", "WorkerState", "ClientState", "TransitionLog", "FIRE_AND_FORGET"]
@@ -148,6 +149,8 @@ class SchedulerState:
         self.client_msgs: dict[str, list] = defaultdict(list)
         self.worker_msgs: dict[str, list] = defaultdict(list)
         self.plugins: list = []
+        # Told of the changes that are not transitions (scheduler/observer.py).
+        self.observers: list[StateObserver] = []
         # worker address -> (its server id, tasks whose death count it raised)
         self._blamed: dict[str, tuple] = {}
         # Actor tasks: key -> the worker it was last assigned to, where the
@@ -782,14 +785,19 @@ class SchedulerState:
     # ------------------------------------------------------------------
 
     def add_client(self, client: str, now: float = 0.0) -> None:
-        if client not in self.clients:
-            self.clients[client] = ClientState(client)
-        self.clients[client].last_seen = now
+        cs = self.clients.get(client)
+        if cs is None:
+            cs = self.clients[client] = ClientState(client)
+            for observer in self.observers:
+                observer.client_added(cs)
+        cs.last_seen = now
 
     def remove_client(self, client: str) -> tuple[dict, dict]:
         cs = self.clients.pop(client, None)
         if cs is None:
             return {}, {}
+        for observer in self.observers:
+            observer.client_removed(cs)
         recs = self._release_wants(cs, [ts.key for ts in cs.wants_what])
         cmsgs, wmsgs = self.transitions(recs)
         cmsgs.pop(client, None)
@@ -835,6 +843,9 @@ class SchedulerState:
             elif ts.run_spec is None and ts.state in ("released", "erred"):
                 ts.run_spec = self._intern_func(spec, graph_funcs)
             touched.append(ts)
+        if self.observers and new:
+            for observer in self.observers:
+                observer.tasks_created(new)
         # Dependencies: every named key must exist
         missing_deps: dict = {}
         for ts in new:
@@ -1022,6 +1033,8 @@ class SchedulerState:
             if ts is None:
                 ts = TaskState(key, None, sys.intern(key_split(key)))
                 self.tasks[key] = ts
+                for observer in self.observers:
+                    observer.tasks_created([ts])
             holders = [self.workers[w] for w in workers if w in self.workers]
             if ts.state in ("memory",):
                 for ws in holders:
@@ -1034,6 +1047,8 @@ class SchedulerState:
                 ts.type = (types or {}).get(key)
                 for ws in holders:
                     self._add_replica(ts, ws)
+                for observer in self.observers:
+                    observer.task_stored(ts)
                 for dts in ts.dependents:
                     if ts in dts.waiting_on:
                         _discard(dts, "waiting_on", ts)
@@ -1067,6 +1082,8 @@ class SchedulerState:
         ws.last_seen = now
         ws.server_id = server_id
         self.workers[address] = ws
+        for observer in self.observers:
+            observer.worker_added(ws)
         blamed = self._blamed.pop(address, None)
         if blamed is not None and server_id is not None and blamed[0] == server_id:
             for ts in blamed[1]:
@@ -1099,6 +1116,8 @@ class SchedulerState:
         ws = self.workers.pop(address, None)
         if ws is None:
             return {}, {}
+        for observer in self.observers:
+            observer.worker_removed(ws)
         if self.aliases.get(ws.name) == address:
             del self.aliases[ws.name]
         self.idle.pop(address, None)
