@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import secrets
 import ssl
 import tempfile
 from typing import Any
@@ -184,6 +183,12 @@ class Security:
         load it).  Needs the ``cryptography`` package
         (``pip install distributed[tls]``).
 
+        Mutual TLS with a certificate made for this cluster alone already
+        proves that a peer belongs to it, so no shared secret is added (pass
+        ``auth_secret=`` for one on top).  This is what lets dask-jobqueue's
+        ``security=True`` work: it hands its jobs the certificates, as files,
+        and nothing else.
+
         >>> sec = Security.temporary()              # doctest: +SKIP
         >>> sec.require_encryption                  # doctest: +SKIP
         True
@@ -224,7 +229,6 @@ class Security:
         for role in _ROLES:
             fields[f"tls_{role}_cert"] = cert_pem
             fields[f"tls_{role}_key"] = key_pem
-        kwargs.setdefault("auth_secret", secrets.token_hex(32))
         return cls(require_encryption=True, **fields, **kwargs)
 
     # -- queries ---------------------------------------------------------

@@ -364,7 +364,8 @@ async def test_worker_with_wrong_secret_cannot_join(c, s, a, b):
     assert await c.submit(inc, 1) == 2
 
 
-_TLS = Security.temporary()  # certificates and a fresh secret, shared by the cluster
+# Certificates made for this cluster, and a secret on top (temporary() adds none by itself).
+_TLS = Security.temporary(auth_secret="a secret inside TLS " + "7" * 20)
 
 
 @gen_cluster(client=True, scheduler="tls://127.0.0.1", security=_TLS,

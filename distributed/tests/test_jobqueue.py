@@ -132,17 +132,20 @@ def test_blocking_cluster_and_client():
         assert len(cluster.scheduler_info["workers"]) == 1
 
 
+@pytest.mark.parametrize("given", ["True", "temporary"])
 @gen_test(timeout=90)
-async def test_tls_workers_started_from_the_job_script(tmp_path):
+async def test_tls_workers_started_from_the_job_script(tmp_path, given):
+    """``security=True`` as upstream users write it: the job script carries the
+    TLS options only (--protocol tls:// --tls-ca-file --tls-cert --tls-key,
+    certificates written to shared_temp_directory), and mutual TLS with
+    certificates made for this cluster is all the authentication needed."""
     pytest.importorskip("cryptography", reason="Security.temporary() needs cryptography")
-    # The job script carries the TLS options only (--protocol tls:// --tls-ca-file --tls-cert --tls-key,
-    # certificates written to shared_temp_directory), not the shared secret Security.temporary() adds:
-    # mutual TLS alone authenticates here (see docs/compatibility.rst).
-    security = Security.temporary(auth_mode="disabled")
+    security = True if given == "True" else Security.temporary()
     async with _cluster(tmp_path, security=security, shared_temp_directory=str(tmp_path)) as cluster:
         assert cluster.scheduler_address.startswith("tls://")
         assert "--protocol tls://" in cluster.job_script()
-        async with Client(cluster, security=security, asynchronous=True) as c:
+        assert "secret" not in cluster.job_script()
+        async with Client(cluster, security=cluster.security, asynchronous=True) as c:
             await cluster.scale(1)
             await c.wait_for_workers(1, timeout=60)
             assert all(addr.startswith("tls://") for addr in cluster.scheduler.workers)
