@@ -441,7 +441,7 @@ class Scheduler(Server, SchedulerPluginsMixin):
         ws = self.state.workers.get(address)
         if ws is not None and ws.nanny:
             ws.status = "closing"
-            self.state.idle.pop(address, None)
+            self.state.stop_placing(address)
             try:
                 reason = await asyncio.wait_for(
                     self.rpc(ws.nanny).worker_exit_status(address=address, timeout=0.5), 2)
@@ -895,7 +895,7 @@ class Scheduler(Server, SchedulerPluginsMixin):
                              "release those actors first, or close the workers, which ends them")
         for addr in addresses:
             self.state.workers[addr].status = "closing_gracefully"  # no new work
-            self.state.idle.pop(addr, None)
+            self.state.stop_placing(addr)
         timeout = config.parse_timedelta(timeout) if timeout is not None else 60.0
         stuck = await move_unique_data(self, addresses, timeout)
         retired = {}
@@ -947,7 +947,7 @@ class Scheduler(Server, SchedulerPluginsMixin):
         old = {addr: self.state.workers[addr] for addr in nannies}
         for addr in nannies:
             self.state.workers[addr].status = "closing"  # no new work while it restarts
-            self.state.idle.pop(addr, None)
+            self.state.stop_placing(addr)
         self._restarting.update(nannies)
         self.send_all(*self.state.restart())
         self._note_restart()

@@ -95,6 +95,8 @@ _MAX_TASKS_PER_THREAD = 200
 _TASK_OVERHEAD = 0.0005
 _FETCH_LATENCY = 0.002
 _SCAN_ALL_WORKERS = 32
+#: ``_fans_in`` looks at most this many dependents of a task per level.
+_FAN_IN_SCAN = 4
 
 #: Function payloads interned across graphs: at most this many distinct ones,
 #: each at most this large (the cache outlives the tasks that used them).
@@ -140,7 +142,10 @@ class SchedulerState:
         self.queued: list = []  # heap of (priority, counter, TaskState)
         self._queue_counter = 0
         self.unrunnable: set[TaskState] = set()
-        self.idle: dict[str, WorkerState] = {}  # workers with free slots
+        # Workers with a free slot, for root tasks that may queue deep on a
+        # worker (``idle``) and for the others (``idle_shallow``): see _slots.
+        self.idle: dict[str, WorkerState] = {}
+        self.idle_shallow: dict[str, WorkerState] = {}
         self.durations: dict[str, float] = {}  # task prefix -> mean seconds
         self._durations_total = 0.0  # sum of self.durations' values, kept as they change
         self._funcs: dict[bytes, SharedBytes] = {}  # see _intern_func
@@ -296,7 +301,7 @@ class SchedulerState:
         if ts.waiting_on:  # a stale recommendation
             return {}
         if not ts.dependencies and not ts.has_restrictions:
-            ws = self._pick_idle_worker()
+            ws = self._pick_idle_worker(not _fans_in(ts))
             if ws is None:
                 if not self.workers:
                     return self._to_no_worker(ts)
@@ -316,7 +321,7 @@ class SchedulerState:
         return {}
 
     def _queued_processing(self, ts: TaskState, worker: str | None = None) -> dict:
-        ws = self.workers.get(worker) if worker else self._pick_idle_worker()
+        ws = self.workers.get(worker) if worker else self._pick_idle_worker(not _fans_in(ts))
         if ws is None:  # no free slot after all: back in line
             self._queue_counter += 1
             heapq.heappush(self.queued, (ts.priority, self._queue_counter, ts))
@@ -427,13 +432,19 @@ class SchedulerState:
         """Recommend queued tasks for a worker that has free slots."""
         if not self.queued or ws.address not in self.workers:
             return
-        free = self._slots(ws) - len(ws.processing)
-        while free > 0 and self.queued:
-            _, _, qts = heapq.heappop(self.queued)
+        queued = self.queued
+        n = len(ws.processing)
+        deep, shallow = self._slots(ws), self._slots(ws, deep=False)
+        while n < deep and queued:
+            qts = queued[0][2]
             if qts.state != "queued" or qts.key in recs:
+                heapq.heappop(queued)
                 continue
+            if n >= shallow and _fans_in(qts):
+                break  # in priority order: it waits for a shallow slot
+            heapq.heappop(queued)
             recs[qts.key] = "processing"
-            free -= 1
+            n += 1
 
     def _add_replica(self, ts: TaskState, ws: WorkerState) -> None:
         if ws not in ts.who_has:
@@ -620,14 +631,17 @@ class SchedulerState:
     # Placement
     # ------------------------------------------------------------------
 
-    def _slots(self, ws: WorkerState) -> int:
+    def _slots(self, ws: WorkerState, deep: bool = True) -> int:
         """How many tasks a worker may hold before root tasks queue:
         ``ceil(worker_saturation * threads)`` as upstream (a seceded task's
-        thread counts as free), or more for tiny tasks, which need deeper
-        queues to keep threads busy across the round trip."""
+        thread counts as free).  With ``deep`` (root tasks whose results no
+        task combines, see ``_fans_in``) more for tiny tasks, which need
+        deeper queues to keep threads busy across the round trip."""
         threads = ws.nthreads + len(ws.long_running)
         if self.worker_saturation == math.inf:
             return sys.maxsize
+        if not deep:
+            return max(math.ceil(self.worker_saturation * threads), 1)
         mean = self._mean_duration()
         per_thread = min(_MAX_TASKS_PER_THREAD, math.ceil(_QUEUE_SECONDS / max(mean, 1e-6)))
         return max(math.ceil(self.worker_saturation * threads), 1, threads * per_thread)
@@ -641,21 +655,33 @@ class SchedulerState:
         return self._durations_total / len(d)  # O(1): this runs on every transition
 
     def _check_idle(self, ws: WorkerState) -> None:
-        if len(ws.processing) < self._slots(ws) and ws.status == "running":
+        n = len(ws.processing)
+        if ws.status == "running" and n < self._slots(ws):
             self.idle[ws.address] = ws
+            if n < self._slots(ws, deep=False):
+                self.idle_shallow[ws.address] = ws
+            else:
+                self.idle_shallow.pop(ws.address, None)
         else:
-            self.idle.pop(ws.address, None)
+            self.stop_placing(ws.address)
 
-    def _pick_idle_worker(self) -> WorkerState | None:
-        """An idle worker with a free slot (taking turns), or None."""
-        idle = self.idle
+    def stop_placing(self, address: str) -> None:
+        """No more root tasks for this worker until ``_check_idle`` says
+        otherwise (it is closing, retiring, or full)."""
+        self.idle.pop(address, None)
+        self.idle_shallow.pop(address, None)
+
+    def _pick_idle_worker(self, deep: bool = True) -> WorkerState | None:
+        """An idle worker with a free slot (taking turns), or None; ``deep``:
+        for a root task that may queue deep (see ``_slots``)."""
+        idle = self.idle if deep else self.idle_shallow
         while idle:
             # Round robin: take the first, move it to the back, so root tasks
             # spread over idle workers at O(1) a task (a min() over the idle
             # workers on every root task cost more than the rest of placing it).
             address, ws = next(iter(idle.items()))
             del idle[address]
-            if len(ws.processing) < self._slots(ws) and ws.status == "running":
+            if len(ws.processing) < self._slots(ws, deep) and ws.status == "running":
                 idle[address] = ws
                 return ws
         return None
@@ -1120,7 +1146,7 @@ class SchedulerState:
             observer.worker_removed(ws)
         if self.aliases.get(ws.name) == address:
             del self.aliases[ws.name]
-        self.idle.pop(address, None)
+        self.stop_placing(address)
         ws.status = "closed"
         # First, so that it comes before any task message: every worker
         # drops the fetches it has running from this one (a host cut off
@@ -1411,3 +1437,35 @@ def _normalize_restriction(worker) -> str:
     if isinstance(worker, str) and "://" not in worker and ":" in worker:
         return f"tcp://{worker}"
     return worker
+
+
+def _fans_in(ts: TaskState) -> bool:
+    """Whether a task downstream of root task ``ts``, within two levels,
+    combines its result with others' (a reduction).  Such root tasks queue
+    on the scheduler as upstream does, at most ``worker_saturation`` per
+    thread, so that partial results are combined before more are made
+    (a deep worker queue held hundreds of a tree reduction's leaves in
+    memory where upstream holds about twenty).  Results nothing combines
+    (maps, chains of maps) may queue deep on the workers.
+
+    >>> from distributed.scheduler.entities import TaskState
+    >>> leaf, total = TaskState("leaf", None, "leaf"), TaskState("total", None, "total")
+    >>> _fans_in(leaf)
+    False
+    >>> leaf.dependents = {total}; total.dependencies = {leaf, TaskState("other", None, "other")}
+    >>> _fans_in(leaf)
+    True
+    """
+    level = ts.dependents
+    for _ in range(2):
+        if not level:
+            return False
+        if len(level) > _FAN_IN_SCAN:
+            return True  # a wide fan-out from one root: no deep queue either
+        following: list = []
+        for dts in level:
+            if len(dts.dependencies) > 1:
+                return True
+            following.extend(dts.dependents)
+        level = following
+    return False

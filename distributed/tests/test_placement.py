@@ -113,6 +113,54 @@ def test_root_tasks_are_spread_and_queued_by_worker_saturation():
     assert len(state.workers[A].processing) == 2
 
 
+def _tree(state: SchedulerState, n: int) -> list:
+    """``n`` leaves, each summed with its neighbour, pairwise up to one total."""
+    leaves = [f"leaf-{i}" for i in range(n)]
+    tasks, deps, level, depth = dict.fromkeys(leaves, b"s"), {}, leaves, 0
+    while len(level) > 1:
+        depth += 1
+        nxt = [f"sum{depth}-{j}" for j in range(0, len(level), 2)]
+        for j, key in enumerate(nxt):
+            tasks[key] = b"s"
+            deps[key] = level[2 * j:2 * j + 2]
+        level = nxt
+    state.update_graph("c", tasks, deps, level, priority={k: i for i, k in enumerate(tasks)})
+    return leaves
+
+
+def test_tiny_root_tasks_queue_deep_on_workers_unless_their_results_are_combined():
+    """Tiny tasks need deep worker queues to keep threads busy across the
+    round trip, but the leaves of a reduction must not run far ahead of the
+    sums that combine them: they keep upstream's one-and-a-bit per thread."""
+    maps = _state(A, B)
+    maps.durations["m"] = maps._durations_total = 0.0001  # known tiny
+    keys = [f"m-{i}" for i in range(1000)]
+    maps.update_graph("c", dict.fromkeys(keys, b"s"), {}, keys)
+    assert min(len(maps.workers[w].processing) for w in (A, B)) > 2
+    tree = _state(A, B)
+    tree.durations["leaf"] = tree._durations_total = 0.0001
+    leaves = _tree(tree, 256)
+    assert [len(tree.workers[w].processing) for w in (A, B)] == [math.ceil(1.1)] * 2
+    # A finished leaf frees a slot for the next queued leaf, still one at a time.
+    first = next(iter(tree.workers[A].processing)).key
+    assert first in leaves
+    tree.handle_task_finished(first, A, nbytes=8, duration=0.0001)
+    assert len(tree.workers[A].processing) == 2
+
+
+def test_map_then_map_queues_deep_and_map_then_sum_does_not():
+    """Two levels downstream are looked at: a chain of maps is not a fan-in,
+    a map whose results are summed is."""
+    from distributed.scheduler.state import _fans_in
+
+    state = _state(A)
+    xs, ys = [f"x-{i}" for i in range(3)], [f"y-{i}" for i in range(3)]
+    state.update_graph("c", dict.fromkeys(xs + ys, b"s"), {y: [x] for x, y in zip(xs, ys)}, ys)
+    assert not any(_fans_in(state.tasks[x]) for x in xs)
+    state.update_graph("c", {"total": b"s"}, {"total": ys}, ["total"])
+    assert all(_fans_in(state.tasks[x]) for x in xs)
+
+
 def test_worker_saturation_inf_turns_queuing_off_and_bad_values_raise():
     state = _state(A, B, worker_saturation="inf")
     keys = [f"r-{i}" for i in range(50)]
@@ -124,6 +172,38 @@ def test_worker_saturation_inf_turns_queuing_off_and_bad_values_raise():
     for bad in (0, -1, "lots", None):
         with pytest.raises(ValueError, match="worker-saturation"):
             SchedulerState(worker_saturation=bad)
+
+
+def _add(x, y):
+    return x + y
+
+
+# Validating the whole state after every change is quadratic on 2,000 tasks.
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)] * 3,
+             scheduler_kwargs={"validate": False}, worker_kwargs={"validate": False})
+async def test_a_tree_reduction_of_tiny_tasks_keeps_few_results_in_memory(c, s, *workers):
+    """dask.array's ``sum(split_every=2)`` shape without dask: upstream holds
+    about twenty results at once here; a deep worker queue held 300-600."""
+    held = {"now": 0, "max": 0}
+
+    class CountMemory:
+        def transition(self, key, start, finish, **kwargs):
+            held["now"] += (finish == "memory") - (start == "memory")
+            held["max"] = max(held["max"], held["now"])
+
+    s.state.plugins.append(CountMemory())
+    dsk: dict = {f"leaf-{i}": (inc, i) for i in range(1000)}
+    level, depth = list(dsk), 0
+    while len(level) > 1:  # one graph: the scheduler sees the whole tree at once
+        depth += 1
+        nxt = []
+        for j in range(0, len(level), 2):
+            key = f"sum{depth}-{j}"
+            dsk[key] = (_add, level[j], level[j + 1]) if j + 1 < len(level) else (inc, level[j])
+            nxt.append(key)
+        level = nxt
+    assert await c.get(dsk, level[0]) > sum(range(1, 1001))
+    assert held["max"] < 100, held
 
 
 @gen_cluster(client=True, nthreads=[("127.0.0.1", 1), ("127.0.0.1", 1)])
