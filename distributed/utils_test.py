@@ -159,6 +159,20 @@ def throws(x):
     raise RuntimeError("hello!")
 
 
+def spin(seconds: float) -> int:
+    """Busy for ``seconds`` in pure Python: a profile needs a running frame,
+    which a sleep is not.
+
+    >>> spin(0.001) > 0
+    True
+    """
+    end = time.time() + seconds
+    n = 0
+    while time.time() < end:
+        n += 1
+    return n
+
+
 def slowinc(x, delay=0.02):
     time.sleep(delay)
     return x + 1

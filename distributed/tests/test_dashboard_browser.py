@@ -16,7 +16,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from distributed.http._cdp import Browser, find_chromium
-from distributed.utils_test import gen_cluster, inc, slowinc
+from distributed.utils_test import gen_cluster, inc, slowinc, spin
 
 pytestmark = [
     pytest.mark.skipif(find_chromium() is None, reason="no chromium binary (apt-get install chromium)"),
@@ -123,15 +123,6 @@ async def test_markup_in_keys_shows_literally_and_runs_nothing(c, s, a, b):
         assert only_this_host(br, port) == []
 
 
-def spin(seconds):
-    """Busy for ``seconds`` in pure Python (a profile needs a running frame)."""
-    end = time.time() + seconds
-    n = 0
-    while time.time() < end:
-        n += 1
-    return n
-
-
 SPIN_TITLES = """Array.from(document.querySelectorAll('#flame svg g:not(.flame-root) rect > title'))
   .filter(t => t.textContent.startsWith('spin ('))"""
 ROOT_LABEL = "document.querySelector('#flame svg g.flame-root text').textContent"
@@ -151,7 +142,7 @@ async def test_profile_page_draws_a_flame_graph_that_zooms(c, s, a, b):
         await br.goto(f"http://127.0.0.1:{port}/profile")
         await br.wait_for(f"({SPIN_TITLES}).length", what="a frame of spin in the flame graph")
         tip = await br.evaluate(f"({SPIN_TITLES})[0].textContent")
-        assert re.fullmatch(r"spin \(.+test_dashboard_browser\.py:\d+\) \d+ samples, [\d.]+%", tip), tip
+        assert re.fullmatch(r"spin \(.+utils_test\.py:\d+\) \d+ samples, [\d.]+%", tip), tip
         assert (await br.evaluate(ROOT_LABEL)).startswith("all (")
         # The compute-time panel is still there, under the flame graph.
         assert await br.evaluate("!!document.getElementById('profile-table')")
@@ -168,7 +159,7 @@ async def test_profile_page_draws_a_flame_graph_that_zooms(c, s, a, b):
         rows = json.loads(await br.evaluate(TABLE_JS % "flame-table"))
         spin_rows = [r for r in rows if r[0] == "spin"]
         assert spin_rows and int(spin_rows[0][2]) > 0
-        assert re.fullmatch(r".+test_dashboard_browser\.py:\d+", spin_rows[0][1]), spin_rows
+        assert re.fullmatch(r".+utils_test\.py:\d+", spin_rows[0][1]), spin_rows
         await br.wait_for("Array.from(document.querySelectorAll('#flame-prefix option'))"
                           ".some(o => o.value === 'spin')", what="spin in the prefix selector")
         # Choosing it (and a window) asks the JSON route for that prefix only.

@@ -30,6 +30,7 @@ from distributed.utils_test import (
     poll_for,
     popen,
     slowinc,
+    spin,
     throws,
 )
 
@@ -486,15 +487,6 @@ async def test_stream_carries_the_eta_and_its_bottleneck(c, s, a, b):
     snap = s.http_server._produce(0)
     assert snap["eta"]["eta"] > 0 and snap["eta"]["bottleneck"]["prefix"] == "slowinc"
     await c.gather(chain)
-
-
-def spin(seconds):
-    """Busy for ``seconds`` in pure Python (a profile needs a running frame)."""
-    end = time.time() + seconds
-    n = 0
-    while time.time() < end:
-        n += 1
-    return n
 
 
 def churn(seconds):

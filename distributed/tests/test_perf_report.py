@@ -10,7 +10,7 @@ import pytest
 from distributed import Client, performance_report
 from distributed.diagnostics import flamegraph
 from distributed.diagnostics.perf_report import render
-from distributed.utils_test import cluster, gen_cluster, inc, slowinc, throws
+from distributed.utils_test import cluster, gen_cluster, inc, slowinc, spin, throws
 
 EVIL = "<img src=x onerror=alert(1)>"
 
@@ -90,15 +90,6 @@ async def test_report_has_the_work_and_escapes_keys(c, s, a, b, tmp_path=None):
         assert page.rects["stream"] == 8  # one per task
 
 
-def spin(seconds):
-    """Busy for ``seconds`` in pure Python (a profile needs a running frame)."""
-    end = time.time() + seconds
-    n = 0
-    while time.time() < end:
-        n += 1
-    return n
-
-
 SCRIPT_KEY = "<script>alert(1)</script>"
 
 
@@ -125,7 +116,7 @@ async def test_report_has_flame_graphs_and_no_script_from_a_key(c, s, a, b, tmp_
     assert SCRIPT_KEY in "".join(page.text)
     assert page.rects["flame"] >= 2  # the root bar and spin's frame, at least
     tips = page.titles["flame"]
-    assert any(re.fullmatch(r"spin \(.+test_perf_report\.py:\d+\) [\d,]+ samples, [\d.]+%", t) for t in tips), tips
+    assert any(re.fullmatch(r"spin \(.+utils_test\.py:\d+\) [\d,]+ samples, [\d.]+%", t) for t in tips), tips
     assert "spin" in "".join(page.text)  # in the top-functions table too
 
 

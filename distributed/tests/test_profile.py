@@ -9,16 +9,7 @@ import pytest
 
 from distributed import Client
 from distributed.diagnostics.profile import Sampler, call_stack, create, merge, plot_data, process
-from distributed.utils_test import async_poll_for, cluster, gen_cluster
-
-
-def spin(seconds):
-    """Busy for ``seconds`` (a profile needs a running frame, not a sleep)."""
-    end = time.time() + seconds
-    n = 0
-    while time.time() < end:
-        n += 1
-    return n
+from distributed.utils_test import async_poll_for, cluster, gen_cluster, spin
 
 
 def _names(tree, out=None):

@@ -7,22 +7,13 @@ from collections import Counter
 from distributed.http.tracker import TRACKED_STATES, PrefixTracker
 from distributed.scheduler.observer import StateObserver
 from distributed.scheduler.state import SchedulerState
+from distributed.tests.test_http_scheduler import scan
 
 A, B = "tcp://127.0.0.1:1", "tcp://127.0.0.1:2"
 
 
-def _brute_force(state: SchedulerState) -> dict:
-    """Per prefix, the count of tasks in each state and the total."""
-    out: dict = {}
-    for ts in state.tasks.values():
-        counts = out.setdefault(ts.prefix, Counter())
-        counts[ts.state] += 1
-        counts["total"] += 1
-    return out
-
-
 def _check(tracker: PrefixTracker, state: SchedulerState) -> None:
-    expected = _brute_force(state)
+    expected = scan(state)
     for name, p in tracker.prefixes.items():
         want = expected.get(name, Counter())
         assert p.ntasks == want["total"], name
